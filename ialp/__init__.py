@@ -1,0 +1,1 @@
+"""The ``ialp`` command line: one subcommand per job."""

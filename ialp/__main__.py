@@ -1,0 +1,7 @@
+"""``python -m ialp``."""
+
+import sys
+
+from ialp.cli import main
+
+sys.exit(main())

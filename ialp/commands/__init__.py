@@ -1,0 +1,1 @@
+"""Subcommand modules. Each exposes ``register(subparsers)`` and imports heavy code lazily."""

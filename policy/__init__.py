@@ -1,0 +1,1 @@
+"""Inference-side models and policies. Imports nothing from the other packages."""

@@ -1,0 +1,1 @@
+"""Simulated users: datasets, user response models, environments, HTTP replay, metrics."""

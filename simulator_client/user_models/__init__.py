@@ -1,0 +1,1 @@
+"""User response models: they decide the reward a simulated user gives an item."""
