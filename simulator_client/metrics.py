@@ -37,7 +37,7 @@ class Episode:
 
     @property
     def length(self) -> int:
-        return int(len(self.items))
+        return len(self.items)
 
 
 def summarize(

@@ -103,7 +103,7 @@ def _read_tsv(rel: str, columns: tuple[str, ...]) -> tuple[list[list[str]], Path
             raise DatasetError(
                 f"header is {header!r}", path=path, line=1, expected=expected, source=COAT_SOURCE
             )
-        rows = []
+        rows: list[list[str]] = []
         for lineno, row in enumerate(reader, start=2):
             if not row:
                 continue

@@ -48,6 +48,8 @@ class DeepFMConfig:
 class DeepFM(nn.Module):
     """DeepFM over categorical fields sharing one offset embedding table."""
 
+    offsets: torch.Tensor
+
     def __init__(self, field_sizes: list[int], embed_dim: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
         offsets = np.concatenate([[0], np.cumsum(field_sizes)[:-1]])
