@@ -1,0 +1,176 @@
+"""Judge backed by a local causal language model (``transformers``), optionally with a PEFT
+LoRA adapter such as the one ``ialp llm tune`` writes.
+
+The model and tokenizer are read from a local folder only (``local_files_only`` and the hub
+switched off): a run never downloads anything. Generation is greedy and batched with left
+padding, so the same prompt always gets the same reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from policy.judge.base import BaseJudge, JudgeRequest
+from policy.judge.cache import AnswerCache
+from policy.judge.prompt import PromptBuilder
+
+
+@dataclass(frozen=True)
+class HFJudgeConfig:
+    """Settings of the local causal-LM judge."""
+
+    model_path: str
+    """Local folder with the model's config, weights and tokenizer."""
+    adapter_path: str | None = None
+    """Optional PEFT adapter folder (``ialp llm tune`` output)."""
+    max_new_tokens: int = 8
+    """Tokens generated per reply; a label needs one or two."""
+    batch_size: int = 8
+    """Prompts per generate() call."""
+    device: str = "cpu"
+    """Torch device ("cpu", "cuda", "cuda:1")."""
+    dtype: str = "auto"
+    """"auto" (float32 on CPU, bfloat16 on GPU), "float32", "float16" or "bfloat16"."""
+
+
+def _offline() -> None:
+    # Set before transformers is imported, so no hub call can be attempted.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _require_dir(path: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise FileNotFoundError(
+            f"{what} {p} is not a local folder (models are never downloaded; "
+            "point to a folder holding config.json and the weights)"
+        )
+    return p
+
+
+def _dir_signature(path: Path) -> str:
+    """Cheap identity of a model folder: names, sizes and mtimes of its files."""
+    h = hashlib.sha256(str(path.resolve()).encode())
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def _adapter_signature(path: Path) -> str:
+    """Content hash of an adapter's weights (small), so a re-tuned adapter misses the cache."""
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def resolve_dtype(name: str, device: str) -> Any:
+    """The torch dtype for ``name`` ("auto" picks by device)."""
+    import torch
+
+    if name == "auto":
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    try:
+        return {"float32": torch.float32, "float16": torch.float16,
+                "bfloat16": torch.bfloat16}[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}") from None
+
+
+def load_causal_lm(
+    model_path: str, *, adapter_path: str | None = None, device: str = "cpu",
+    dtype: str = "auto", trainable_adapter: bool = False,
+) -> tuple[Any, Any]:
+    """(model, tokenizer) from local folders; the tokenizer pads on the left."""
+    _offline()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = _require_dir(model_path, "model")
+    tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(f"tokenizer in {base} has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        str(base), local_files_only=True, dtype=resolve_dtype(dtype, device)
+    )
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        adapter = _require_dir(adapter_path, "adapter")
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
+    model.to(device)
+    model.eval()
+    return model, tok
+
+
+class HFJudge(BaseJudge):
+    """Greedy, batched generation with a local causal LM."""
+
+    name = "hf"
+
+    def __init__(
+        self, prompts: PromptBuilder, config: HFJudgeConfig, *, cache: AnswerCache | None = None
+    ) -> None:
+        super().__init__(prompts, cache=cache)
+        self.config = config
+        base = _require_dir(config.model_path, "model")
+        self._base_sig = _dir_signature(base)
+        self._adapter_sig = (
+            _adapter_signature(_require_dir(config.adapter_path, "adapter"))
+            if config.adapter_path else ""
+        )
+        self._model: Any = None
+        self._tok: Any = None
+
+    def fingerprint(self) -> str:
+        cfg = asdict(self.config)
+        cfg.pop("batch_size")
+        cfg.pop("device")
+        return json.dumps({"cfg": cfg, "base": self._base_sig, "adapter": self._adapter_sig},
+                          sort_keys=True)
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._model is None:
+            self._model, self._tok = load_causal_lm(
+                self.config.model_path, adapter_path=self.config.adapter_path,
+                device=self.config.device, dtype=self.config.dtype,
+            )
+        return self._model, self._tok
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        """Greedy continuations of ``prompts`` (new text only)."""
+        import torch
+
+        model, tok = self._load()
+        out: list[str] = []
+        for start in range(0, len(prompts), self.config.batch_size):
+            chunk = list(prompts[start : start + self.config.batch_size])
+            enc = tok(chunk, return_tensors="pt", padding=True).to(self.config.device)
+            with torch.no_grad():
+                gen = model.generate(
+                    **enc, max_new_tokens=self.config.max_new_tokens, do_sample=False,
+                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                )
+            new = gen[:, enc["input_ids"].shape[1] :]
+            out.extend(tok.batch_decode(new, skip_special_tokens=True))
+        return out
+
+    def _respond(self, requests: Sequence[JudgeRequest]) -> list[str]:
+        return self.generate([r.prompt for r in requests])
+
+    def close(self) -> None:
+        self._model = None
+        self._tok = None
