@@ -12,6 +12,8 @@ from collections.abc import Sequence
 COMMAND_MODULES = [
     "ialp.commands.env",
     "ialp.commands.demo",
+    "ialp.commands.serve",
+    "ialp.commands.trainer",
 ]
 
 

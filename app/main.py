@@ -1,0 +1,435 @@
+"""The FastAPI application: ``create_app()`` builds settings, routes and the lifespan.
+
+The lifespan owns every resource: the Redis client (or an embedded redis-server), the
+served policy and its watcher, the micro-batcher's worker thread and the optional
+default-reward sweeper. Nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
+
+from app.decisions import DecisionStore
+from app.metrics import LatencyMiddleware, ServiceMetrics
+from app.policy_holder import PolicyHolder, PolicyWatcher
+from app.recommender import RecommendCall, Recommender
+from app.redis_gate import RedisGate
+from app.schemas import (
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    HealthResponse,
+    PolicyInfo,
+    RecommendRequest,
+    RecommendResponse,
+    RollbackRequest,
+)
+from app.settings import ServiceSettings
+from trainer.bus import RedisStreamBus
+from trainer.keys import RedisKeys
+from trainer.publication import PolicyRegistry, VersionNotFoundError
+
+if TYPE_CHECKING:
+    from policy.mixed import MixedPolicy
+    from trainer.redis_server import EmbeddedRedis
+
+logger = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+
+
+@dataclass
+class ServiceState:
+    """Resources created by the lifespan (``app.state.svc``)."""
+
+    settings: ServiceSettings
+    metrics: ServiceMetrics
+    client: Any
+    keys: RedisKeys
+    registry: PolicyRegistry
+    holder: PolicyHolder
+    watcher: PolicyWatcher
+    store: DecisionStore
+    bus: RedisStreamBus
+    gate: RedisGate
+    recommender: Recommender
+    embedded: EmbeddedRedis | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, asyncio.TimeoutError)
+
+
+def _unavailable(settings: ServiceSettings, what: str) -> HTTPException:
+    return HTTPException(
+        status_code=503, detail=f"{what}: Redis is unreachable; retry later",
+        headers={"Retry-After": str(settings.retry_after_s)})
+
+
+async def _initial_policy(settings: ServiceSettings, registry: PolicyRegistry) -> MixedPolicy:
+    """Redis' current version if any, else the checkpoint, else an untrained policy."""
+    try:
+        version = await registry.current_version()
+        if version is not None:
+            policy = await registry.load(version)
+            logger.info("loaded current policy version %d from Redis", version)
+            return policy
+    except _redis_errors() as exc:
+        logger.warning("Redis unreachable at start-up (%s); serving the local policy", exc)
+    except VersionNotFoundError as exc:
+        logger.warning("%s; serving the local policy", exc)
+    if settings.checkpoint is not None:
+        from policy.checkpoint import load_checkpoint
+
+        return await asyncio.to_thread(load_checkpoint, settings.checkpoint)
+    from policy.checkpoint import init_policy
+    from policy.config import PolicyConfig
+
+    logger.warning("no checkpoint given: serving an untrained policy over %d items",
+                   settings.num_items)
+    return init_policy(PolicyConfig(num_items=settings.num_items, max_len=settings.max_len),
+                       seed=settings.seed)
+
+
+async def _default_reward_loop(svc: ServiceState) -> None:
+    """Learn ``default_reward`` for decisions whose feedback did not come in time."""
+    settings = svc.settings
+    assert settings.default_reward is not None
+    while True:
+        await asyncio.sleep(settings.default_reward_sweep_s)
+        try:
+            for event_id in await svc.store.pop_expired():
+                decision = await svc.store.get(event_id)
+                if decision is None or not decision.items:
+                    continue
+                t = decision.transition(decision.items[0], settings.default_reward, False)
+                if await svc.bus.publish(t) is not None:
+                    svc.metrics.default_rewards.inc()
+        except _redis_errors() as exc:
+            logger.debug("default-reward sweep skipped: %s", exc)
+
+
+def _make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import redis.asyncio as aioredis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        embedded = None
+        url = settings.redis_url
+        if url is None:
+            from trainer.redis_server import ensure_embedded_redis
+
+            url, embedded = await asyncio.to_thread(
+                ensure_embedded_redis, settings.embedded_redis_dir,
+                settings.embedded_redis_port)
+        # Fail fast: a dead Redis must cost /v1/recommend milliseconds, not retries.
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0))
+        keys = RedisKeys(settings.namespace)
+        registry = PolicyRegistry(client, keys, keep=settings.keep_versions)
+        policy = await _initial_policy(settings, registry)
+
+        def on_swap(p: MixedPolicy) -> None:
+            metrics.policy_version.set(p.version)
+            metrics.policy_alpha.set(p.alpha)
+            metrics.policy_swaps.inc()
+
+        holder = PolicyHolder(policy, on_swap=on_swap)
+        watcher = PolicyWatcher(holder, registry, poll_s=settings.policy_poll_s,
+                                expected_num_items=policy.num_items)
+        store = DecisionStore(
+            client, keys, ttl_s=settings.decision_ttl_s,
+            default_reward_after_s=(settings.default_reward_after_s
+                                    if settings.default_reward is not None else None))
+        bus = RedisStreamBus(client, keys, dedup_ttl_s=settings.dedup_ttl_s)
+        gate = RedisGate(settings.redis_cooldown_s)
+        recommender = Recommender(
+            holder, store, gate, metrics, micro_batching=settings.micro_batching,
+            max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
+            seed=settings.seed)
+        svc = ServiceState(settings, metrics, client, keys, registry, holder, watcher,
+                           store, bus, gate, recommender, embedded)
+        app.state.svc = svc
+        recommender.start()
+        watcher.start()
+        if settings.default_reward is not None:
+            svc.tasks.append(asyncio.create_task(_default_reward_loop(svc)))
+        try:
+            yield
+        finally:
+            for task in svc.tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await watcher.stop()
+            await recommender.stop()
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    return lifespan
+
+
+def _svc(request: Request) -> ServiceState:
+    return request.app.state.svc  # type: ignore[no-any-return]
+
+
+def require_api_key(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER,
+                                            description="API key (when configured)")] = None,
+) -> None:
+    """Check the API key header for feedback and admin calls (constant-time compare)."""
+    expected = _svc(request).settings.api_key
+    if expected is None:
+        return
+    given = (x_api_key or "").encode()
+    if not hmac.compare_digest(given, expected.get_secret_value().encode()):
+        raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER} header",
+                            headers={"WWW-Authenticate": "ApiKey"})
+
+
+def _error(loc: tuple[str | int, ...], msg: str, kind: str, value: Any) -> dict[str, Any]:
+    return {"type": kind, "loc": loc, "msg": msg, "input": value}
+
+
+def _check_items(errors: list[dict[str, Any]], name: str, items: list[int],
+                 num_items: int) -> None:
+    bad = [(i, x) for i, x in enumerate(items) if not 0 <= x < num_items]
+    for i, x in bad[:10]:  # a handful is enough to fix a request
+        errors.append(_error(("body", name, i),
+                             f"unknown item id {x}: the catalogue has ids 0..{num_items - 1}",
+                             "unknown_item", x))
+
+
+def validate_recommend(req: RecommendRequest, num_items: int,
+                       settings: ServiceSettings) -> None:
+    """Checks that depend on the catalogue and the configured limits (422 on failure)."""
+    errors: list[dict[str, Any]] = []
+    if len(req.history) > settings.max_history:
+        errors.append(_error(("body", "history"),
+                             f"history has {len(req.history)} items; at most "
+                             f"{settings.max_history} are accepted", "too_long",
+                             len(req.history)))
+    if len(req.exclude) > settings.max_exclude:
+        errors.append(_error(("body", "exclude"),
+                             f"exclude has {len(req.exclude)} items; at most "
+                             f"{settings.max_exclude} are accepted", "too_long",
+                             len(req.exclude)))
+    _check_items(errors, "history", req.history, num_items)
+    _check_items(errors, "exclude", req.exclude, num_items)
+    available = num_items - len({x for x in req.exclude if 0 <= x < num_items})
+    limit = min(settings.max_k, available)
+    if req.k > limit:
+        errors.append(_error(("body", "k"),
+                             f"k={req.k} is out of range: 1..{limit} (max_k "
+                             f"{settings.max_k}, {available} recommendable items)",
+                             "out_of_range", req.k))
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _policy_info(policy: MixedPolicy, **extra: Any) -> PolicyInfo:
+    meta = dict(policy.metadata)
+
+    def _opt_int(v: Any) -> int | None:
+        return None if v is None else int(v)
+
+    return PolicyInfo(
+        version=int(policy.version), scheme=str(policy.scheme), alpha=float(policy.alpha),
+        num_items=int(policy.num_items), updates=int(meta.get("updates", 0) or 0),
+        events_learned=int(meta.get("events_learned", 0) or 0),
+        parent_version=_opt_int(meta.get("parent_version")),
+        created_at=None if meta.get("created_at") is None else float(meta["created_at"]),
+        **extra)
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """Build the application (settings from the environment unless given)."""
+    settings = settings or ServiceSettings()
+    metrics = ServiceMetrics()
+    app = FastAPI(
+        title="iALP recommendation service",
+        version="1.0",
+        description="Serves slates from the mixed policy π̃ = (1-α)·πθ + α·πβ, records "
+        "each decision, and sends feedback through Redis to the online trainer, whose "
+        "new versions are hot-swapped without a restart.",
+        lifespan=_make_lifespan(settings, metrics),
+    )
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.state.metrics = metrics
+    app.state.settings = settings
+    errors_404: dict[int | str, dict[str, Any]] = {}
+    unavailable = {503: {"model": ErrorResponse, "description": "Redis unreachable; "
+                         "see Retry-After"}}
+    unauthorized = {401: {"model": ErrorResponse, "description": "missing or wrong API key"}}
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        from fastapi.exception_handlers import request_validation_exception_handler
+
+        if request.url.path == "/v1/feedback":
+            metrics.feedback.labels(outcome="rejected").inc()
+        return await request_validation_exception_handler(request, exc)
+
+    @app.post("/v1/recommend", response_model=RecommendResponse, tags=["serving"],
+              summary="Recommend k items for a user", responses=errors_404)
+    async def recommend(req: RecommendRequest, request: Request) -> RecommendResponse:
+        """Serve a slate from the current policy and record the decision for feedback."""
+        svc = _svc(request)
+        validate_recommend(req, svc.holder.policy.num_items, svc.settings)
+        call = RecommendCall(uuid.uuid4().hex, req.user_id, req.history, req.k,
+                             req.exclude, req.explore)
+        slate, policy, recorded = await svc.recommender.recommend(call)
+        return RecommendResponse(
+            event_id=call.event_id, items=[int(i) for i in slate.items],
+            propensities=[float(p) for p in slate.propensities],
+            sources=list(slate.sources), policy_version=int(policy.version),
+            alpha=float(policy.alpha), decision_recorded=recorded)
+
+    @app.post("/v1/feedback", status_code=202, response_model=FeedbackResponse,
+              tags=["serving"], summary="Report the user's response to a recommendation",
+              responses={200: {"model": FeedbackResponse,
+                               "description": "duplicate: this event already had feedback"},
+                         404: {"model": ErrorResponse, "description": "unknown or expired "
+                               "event_id"},
+                         409: {"model": ErrorResponse, "description": "item_id was not in "
+                               "the recommended slate"},
+                         **unauthorized, **unavailable})
+    async def feedback(body: FeedbackRequest, request: Request, response: Response,
+                       _auth: Annotated[None, Depends(require_api_key)]) -> FeedbackResponse:
+        """Join the feedback with its decision and enqueue one transition for the trainer.
+
+        Each event id is accepted once; a repeat is answered 200 with status
+        ``duplicate`` and never learned twice."""
+        svc = _svc(request)
+        try:
+            decision = await svc.store.get(body.event_id)
+        except _redis_errors() as exc:
+            metrics.feedback.labels(outcome="unavailable").inc()
+            raise _unavailable(svc.settings, "cannot read the decision") from exc
+        if decision is None:
+            metrics.feedback.labels(outcome="rejected").inc()
+            raise HTTPException(404, detail=f"unknown or expired event_id '{body.event_id}' "
+                                f"(decisions accept feedback for {svc.settings.decision_ttl_s}"
+                                " s)")
+        if body.item_id not in decision.items:
+            metrics.feedback.labels(outcome="rejected").inc()
+            raise HTTPException(409, detail=f"item_id {body.item_id} was not recommended in "
+                                f"event '{body.event_id}' (slate: {list(decision.items)})")
+        transition = decision.transition(body.item_id, body.reward, body.done)
+        try:
+            stream_id = await svc.bus.publish(transition)
+        except _redis_errors() as exc:
+            metrics.feedback.labels(outcome="unavailable").inc()
+            raise _unavailable(svc.settings, "cannot enqueue the feedback") from exc
+        if stream_id is None:
+            metrics.feedback.labels(outcome="duplicate").inc()
+            response.status_code = 200
+            return FeedbackResponse(event_id=body.event_id, status="duplicate")
+        metrics.feedback.labels(outcome="accepted").inc()
+        return FeedbackResponse(event_id=body.event_id, status="accepted",
+                                stream_id=stream_id)
+
+    @app.get("/v1/policy", response_model=PolicyInfo, tags=["policy"],
+             summary="The served policy: version, scheme, α, learning progress")
+    async def policy_info(request: Request) -> PolicyInfo:
+        """What this replica serves, plus trainer lag and kept versions from Redis."""
+        svc = _svc(request)
+        policy = svc.holder.policy
+        lag: int | None = None
+        kept: list[int] = []
+        current: int | None = None
+        try:
+            stats = await svc.bus.stats()
+            lag = max(0, stats["enqueued"] - stats.get("events_learned", 0))
+            kept = await svc.registry.versions()
+            current = await svc.registry.current_version()
+        except _redis_errors():
+            pass
+        return _policy_info(policy, trainer_lag=lag, kept_versions=kept,
+                            current_version=current)
+
+    @app.post("/v1/policy/rollback", response_model=PolicyInfo, tags=["policy"],
+              summary="Serve an earlier kept version (admin)",
+              responses={404: {"model": ErrorResponse, "description": "version not kept"},
+                         **unauthorized, **unavailable})
+    async def rollback(request: Request, _auth: Annotated[None, Depends(require_api_key)],
+                       body: Annotated[RollbackRequest | None, Body()] = None) -> PolicyInfo:
+        """Make an earlier version current for every replica; the trainer continues
+        from it."""
+        svc = _svc(request)
+        try:
+            version = await svc.registry.rollback(body.version if body else None)
+            await svc.watcher.sync()
+            kept = await svc.registry.versions()
+        except VersionNotFoundError as exc:
+            raise HTTPException(404, detail=str(exc)) from exc
+        except _redis_errors() as exc:
+            raise _unavailable(svc.settings, "cannot roll back") from exc
+        return _policy_info(svc.holder.policy, trainer_lag=None, kept_versions=kept,
+                            current_version=version)
+
+    @app.get("/healthz", response_model=HealthResponse, tags=["operations"],
+             summary="Liveness")
+    async def healthz(request: Request) -> HealthResponse:
+        """The process is up and holds a policy."""
+        return HealthResponse(status="ok", policy_version=_svc(request).holder.policy.version)
+
+    @app.get("/readyz", response_model=HealthResponse, tags=["operations"],
+             summary="Readiness: policy loaded and Redis reachable",
+             responses=unavailable)
+    async def readyz(request: Request, response: Response) -> HealthResponse:
+        """200 when a policy is loaded and Redis answers PING, else 503."""
+        svc = _svc(request)
+        try:
+            redis_ok = bool(await svc.client.ping())
+        except _redis_errors():
+            redis_ok = False
+        metrics.redis_up.set(1 if redis_ok else 0)
+        if not redis_ok:
+            response.status_code = 503
+            response.headers["Retry-After"] = str(svc.settings.retry_after_s)
+        return HealthResponse(status="ok" if redis_ok else "unavailable", redis=redis_ok,
+                              policy_version=svc.holder.policy.version)
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"],
+             summary="Prometheus metrics")
+    async def prometheus_metrics() -> Response:
+        """Prometheus text exposition."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.enable_noop:
+        @app.post("/v1/noop", include_in_schema=False)
+        async def noop(req: RecommendRequest) -> dict[str, Any]:
+            """Parses like /v1/recommend and answers at once (benchmark baseline)."""
+            return {"event_id": "", "items": req.history[: req.k], "propensities": [],
+                    "sources": [], "policy_version": 0, "alpha": 0.0,
+                    "decision_recorded": False}
+
+    return app

@@ -1,0 +1,114 @@
+"""The served policy: one reference, swapped atomically, kept fresh from Redis.
+
+A request (or a micro-batch) reads :attr:`PolicyHolder.policy` once and uses that object
+for its whole forward pass, so it sees the old or the new policy, never a mix: a swap
+replaces the reference and never mutates a policy in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from trainer.publication import PolicyRegistry, VersionNotFoundError
+
+if TYPE_CHECKING:
+    from policy.mixed import MixedPolicy
+
+logger = logging.getLogger(__name__)
+
+
+class PolicyHolder:
+    """Holds the served :class:`~policy.mixed.MixedPolicy`."""
+
+    def __init__(self, policy: MixedPolicy,
+                 on_swap: Callable[[MixedPolicy], None] | None = None) -> None:
+        """``on_swap`` is called after every swap (metrics)."""
+        self._policy = policy
+        self._on_swap = on_swap
+        if on_swap is not None:
+            on_swap(policy)
+
+    @property
+    def policy(self) -> MixedPolicy:
+        """The current policy; read it once per forward pass."""
+        return self._policy
+
+    def swap(self, policy: MixedPolicy) -> MixedPolicy:
+        """Serve ``policy`` from now on; returns the previous one."""
+        old, self._policy = self._policy, policy
+        if self._on_swap is not None:
+            self._on_swap(policy)
+        logger.info("serving policy version %d (α=%.3f)", policy.version, policy.alpha)
+        return old
+
+
+class PolicyWatcher:
+    """Follows ``current`` in Redis: pub/sub notifications plus a periodic version check."""
+
+    def __init__(self, holder: PolicyHolder, registry: PolicyRegistry, *,
+                 poll_s: float = 0.5, expected_num_items: int | None = None) -> None:
+        """Swap ``holder`` whenever Redis names another version."""
+        self.holder = holder
+        self.registry = registry
+        self.poll_s = poll_s
+        self.expected_num_items = expected_num_items
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def sync(self) -> bool:
+        """Load the current version if it differs from the served one; True on swap."""
+        async with self._lock:
+            version = await self.registry.current_version()
+            if version is None or version == self.holder.policy.version:
+                return False
+            try:
+                policy = await self.registry.load(version)
+            except VersionNotFoundError:
+                logger.warning("current version %d has no blob; keeping %d", version,
+                               self.holder.policy.version)
+                return False
+            if self.expected_num_items is not None and \
+                    policy.num_items != self.expected_num_items:
+                logger.error("version %d has %d items, catalogue has %d; not swapping",
+                             version, policy.num_items, self.expected_num_items)
+                return False
+            self.holder.swap(policy)
+            return True
+
+    async def run(self) -> None:
+        """Loop forever: wait for a notification (or the poll interval), then sync."""
+        client = self.registry.client
+        channel = self.registry.keys.policy_channel
+        while True:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                while True:
+                    with contextlib.suppress(Exception):
+                        await self.sync()
+                    # get_message returns on a notification or after poll_s.
+                    await pubsub.get_message(timeout=self.poll_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: keep serving, retry later
+                logger.debug("policy watcher: %s", exc)
+                await asyncio.sleep(self.poll_s)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def start(self) -> None:
+        """Run :meth:`run` as a background task."""
+        self._task = asyncio.create_task(self.run(), name="policy-watcher")
+
+    async def stop(self) -> None:
+        """Cancel the background task."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

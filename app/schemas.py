@@ -1,0 +1,136 @@
+"""Request and response bodies of the v1 REST API (with OpenAPI examples)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_HARD_MAX = 100_000  # static bound; the configured limits are checked per request
+
+
+class RecommendRequest(BaseModel):
+    """Ask for a slate of k items for one user."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [
+            {"user_id": 17, "history": [3, 41, 7], "k": 2, "exclude": [5], "explore": True}
+        ]},
+    )
+
+    user_id: int = Field(ge=0, description="User id (non-negative integer).", examples=[17])
+    history: list[int] = Field(
+        min_length=1, max_length=_HARD_MAX,
+        description="Item ids the user interacted with, oldest first (non-empty; at most "
+        "the configured max_history).", examples=[[3, 41, 7]])
+    k: int = Field(default=1, ge=1, le=_HARD_MAX,
+                   description="Slate size (1 ≤ k ≤ configured max_k).", examples=[2])
+    exclude: list[int] = Field(
+        default_factory=list, max_length=_HARD_MAX,
+        description="Item ids that must not be recommended.", examples=[[5]])
+    explore: bool = Field(
+        default=True, description="Sample from π̃ (true) or take its most likely items.")
+
+
+class RecommendResponse(BaseModel):
+    """The decision: send feedback for it with ``event_id``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "event_id": "5f0c8a6e2b0e4c3e9a1d2f7b6c5e4d3a", "items": [12, 4],
+        "propensities": [0.031, 0.012], "sources": ["theta", "beta"],
+        "policy_version": 7, "alpha": 0.35, "decision_recorded": True}]})
+
+    event_id: str = Field(description="Id of this decision (use it in /v1/feedback).")
+    items: list[int] = Field(description="Recommended item ids, best first.")
+    propensities: list[float] = Field(
+        description="Probability of each item under the serving mixed policy π̃.")
+    sources: list[str] = Field(
+        description="Which component chose each item (theta / beta).")
+    policy_version: int = Field(description="Version of the policy that decided.")
+    alpha: float = Field(description="Mixing weight α of that policy.")
+    decision_recorded: bool = Field(
+        description="False when Redis was unreachable: the slate is valid but feedback "
+        "for this event cannot be learned.")
+
+
+class FeedbackRequest(BaseModel):
+    """The user's response to one recommended item."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [
+            {"event_id": "5f0c8a6e2b0e4c3e9a1d2f7b6c5e4d3a", "item_id": 12, "reward": 4.0,
+             "done": False}]},
+    )
+
+    event_id: str = Field(min_length=1, max_length=128,
+                          description="event_id returned by /v1/recommend.")
+    item_id: int = Field(ge=0, description="The recommended item the feedback is about.")
+    reward: float = Field(allow_inf_nan=False, description="Finite reward (e.g. rating).",
+                          examples=[4.0])
+    done: bool = Field(default=False, description="The user's session ended here.")
+
+
+class FeedbackResponse(BaseModel):
+    """Outcome of a feedback call."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"event_id": "5f0c8a6e2b0e4c3e9a1d2f7b6c5e4d3a", "status": "accepted",
+         "stream_id": "1711111111111-0"}]})
+
+    event_id: str
+    status: Literal["accepted", "duplicate"] = Field(
+        description="accepted (202): enqueued for learning; duplicate (200): this event "
+        "already had feedback, nothing was enqueued.")
+    stream_id: str | None = Field(default=None, description="Stream entry id when accepted.")
+
+
+class PolicyInfo(BaseModel):
+    """The policy this replica serves."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "version": 7, "scheme": "ap", "alpha": 0.35, "num_items": 300, "updates": 12,
+        "events_learned": 384, "trainer_lag": 5, "parent_version": 6,
+        "created_at": 1711111111.5, "kept_versions": [3, 4, 5, 6, 7],
+        "current_version": 7}]})
+
+    version: int = Field(description="Version served by this replica.")
+    scheme: str = Field(description="none (plain policy), ap or ft.")
+    alpha: float = Field(description="Mixing weight α.")
+    num_items: int = Field(description="Catalogue size.")
+    updates: int = Field(description="Learner updates behind this version.")
+    events_learned: int = Field(description="Feedback events learned into this version.")
+    trainer_lag: int | None = Field(
+        description="Events enqueued but not yet learned (null when Redis is down).")
+    parent_version: int | None = Field(default=None, description="Version it was trained from.")
+    created_at: float | None = Field(default=None, description="Unix time of publication.")
+    kept_versions: list[int] = Field(default_factory=list,
+                                     description="Versions available for rollback.")
+    current_version: int | None = Field(
+        default=None, description="Version Redis names current (replicas converge to it).")
+
+
+class RollbackRequest(BaseModel):
+    """Return to an earlier kept version."""
+
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"version": 5}, {}]})
+
+    version: int | None = Field(
+        default=None, ge=0, description="Target version; omitted: the one before current.")
+
+
+class ErrorResponse(BaseModel):
+    """A 4xx/5xx body."""
+
+    detail: str = Field(description="What is wrong.")
+
+
+class HealthResponse(BaseModel):
+    """Liveness / readiness."""
+
+    status: Literal["ok", "unavailable"]
+    policy_loaded: bool = True
+    redis: bool | None = None
+    policy_version: int | None = None

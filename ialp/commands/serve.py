@@ -1,0 +1,56 @@
+"""``ialp serve``: run the REST service under uvicorn.
+
+Every flag has an ``IALP_*`` environment variable (see ``app.settings.ServiceSettings``);
+a flag given on the command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``serve``."""
+    p = sub.add_parser("serve", help="run the recommendation REST service (uvicorn)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--redis-url", help="Redis URL (env IALP_REDIS_URL); unset: embedded "
+                   "redis-server with persistence")
+    p.add_argument("--namespace", help="Redis key prefix of this deployment")
+    p.add_argument("--checkpoint", help="policy checkpoint directory to serve")
+    p.add_argument("--num-items", type=int, help="catalogue size of the untrained policy "
+                   "used without a checkpoint")
+    p.add_argument("--max-history", type=int)
+    p.add_argument("--max-k", type=int)
+    p.add_argument("--micro-batching", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch concurrent /v1/recommend calls (default on)")
+    p.add_argument("--batch-max-size", type=int)
+    p.add_argument("--batch-max-wait-ms", type=float)
+    p.add_argument("--default-reward", type=float,
+                   help="learn this reward for decisions without feedback (default off)")
+    p.add_argument("--default-reward-after-s", type=float)
+    p.add_argument("--enable-noop", action="store_true", default=None,
+                   help="expose POST /v1/noop (benchmark baseline)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=_serve)
+
+
+_FIELDS = ("redis_url", "namespace", "checkpoint", "num_items", "max_history", "max_k",
+           "micro_batching", "batch_max_size", "batch_max_wait_ms", "default_reward",
+           "default_reward_after_s", "enable_noop", "seed")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+    from app.settings import ServiceSettings
+
+    overrides: dict[str, Any] = {f: getattr(args, f) for f in _FIELDS
+                                 if getattr(args, f) is not None}
+    settings = ServiceSettings(**overrides)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port,
+                log_level=args.log_level, access_log=False)
+    return 0

@@ -1,0 +1,55 @@
+"""``ialp trainer``: the online trainer reading feedback from Redis.
+
+Every flag has an ``IALP_*`` environment variable (see
+``trainer.service.TrainerSettings``); a flag given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``trainer``."""
+    p = sub.add_parser("trainer", help="run the online trainer (Redis stream consumer)")
+    p.add_argument("--redis-url", help="Redis URL (env IALP_REDIS_URL); unset: embedded")
+    p.add_argument("--namespace", help="Redis key prefix of this deployment")
+    p.add_argument("--checkpoint", help="initial policy checkpoint (θ)")
+    p.add_argument("--state-dir", help="where the trainer checkpoints (resume point)")
+    p.add_argument("--num-items", type=int, help="catalogue size without a checkpoint")
+    p.add_argument("--method", help="learner for make_learner (default a2c)")
+    p.add_argument("--scheme", choices=["ap", "ft"])
+    p.add_argument("--beta-init", choices=["copy", "random"])
+    p.add_argument("--learner-options", type=json.loads,
+                   help='JSON keyword arguments of the learner, e.g. \'{"lr": 1e-3}\'')
+    p.add_argument("--update-every", type=int, help="transitions per update")
+    p.add_argument("--flush-idle-s", type=float)
+    p.add_argument("--alpha-schedule", choices=["constant", "linear", "exponential"])
+    p.add_argument("--alpha-start", type=float)
+    p.add_argument("--alpha-steps", type=int, help="updates until α = 1")
+    p.add_argument("--keep-versions", type=int)
+    p.add_argument("--consumer", help="consumer name (keep it stable across restarts)")
+    p.add_argument("--claim-idle-ms", type=int)
+    p.add_argument("--max-deliveries", type=int)
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (0: off)")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=_trainer)
+
+
+_FIELDS = ("redis_url", "namespace", "checkpoint", "state_dir", "num_items", "method",
+           "scheme", "beta_init", "learner_options", "update_every", "flush_idle_s",
+           "alpha_schedule", "alpha_start", "alpha_steps", "keep_versions", "consumer",
+           "claim_idle_ms", "max_deliveries", "metrics_port", "seed")
+
+
+def _trainer(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from trainer.service import TrainerSettings, run_trainer
+
+    overrides: dict[str, Any] = {f: getattr(args, f) for f in _FIELDS
+                                 if getattr(args, f) is not None}
+    asyncio.run(run_trainer(TrainerSettings(**overrides)))
+    return 0

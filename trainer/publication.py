@@ -1,0 +1,135 @@
+"""Policy versions in Redis: the trainer publishes, API replicas load, admins roll back.
+
+Layout (see :class:`trainer.keys.RedisKeys`): each version's serialized policy under a
+blob key and its metadata as JSON beside it; a list of kept versions (the last K); a
+``current`` key naming the version to serve; and a pub/sub channel on which every change
+of ``current`` is announced. Replicas subscribe *and* poll ``current`` so a lost
+notification delays a swap by at most one poll interval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from trainer.keys import RedisKeys
+
+if TYPE_CHECKING:
+    from policy.mixed import MixedPolicy
+
+logger = logging.getLogger(__name__)
+
+
+class VersionNotFoundError(LookupError):
+    """The requested policy version is not (or no longer) kept."""
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes | bytearray) else str(x)
+
+
+def policy_summary(policy: MixedPolicy) -> dict[str, Any]:
+    """JSON-safe metadata of a policy (what ``GET /v1/policy`` and the meta key show)."""
+    meta = {k: v for k, v in dict(policy.metadata).items()
+            if isinstance(v, str | int | float | bool) or v is None}
+    meta.update(version=int(policy.version), alpha=float(policy.alpha),
+                scheme=str(policy.scheme), num_items=int(policy.num_items))
+    return meta
+
+
+class PolicyRegistry:
+    """Versioned policy publication in Redis for one namespace."""
+
+    def __init__(self, client: Any, keys: RedisKeys, *, keep: int = 5) -> None:
+        """``client``: ``redis.asyncio.Redis``; ``keep``: versions retained for rollback."""
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.client = client
+        self.keys = keys
+        self.keep = keep
+
+    async def next_version(self) -> int:
+        """A fresh, never reused version number."""
+        return int(await self.client.incr(self.keys.policy_seq))
+
+    async def ensure_seq_at_least(self, version: int) -> None:
+        """Make sure later :meth:`next_version` calls exceed ``version`` (after a restore)."""
+        cur = int(await self.client.get(self.keys.policy_seq) or 0)
+        if cur < version:
+            await self.client.set(self.keys.policy_seq, version)
+
+    async def publish(self, policy: MixedPolicy, blob: bytes) -> int:
+        """Store ``blob`` (``policy_to_bytes(policy)``) as ``policy.version``, make it
+        current, drop versions beyond the last ``keep`` and announce it."""
+        k = self.keys
+        version = int(policy.version)
+        meta = policy_summary(policy)
+        meta.setdefault("created_at", time.time())
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(k.policy_blob(version), blob)
+            pipe.set(k.policy_meta(version), json.dumps(meta))
+            pipe.rpush(k.policy_versions, version)
+            pipe.set(k.policy_current, version)
+            pipe.lrange(k.policy_versions, 0, -1)
+            res = await pipe.execute()
+        kept = [int(_s(v)) for v in res[-1]]
+        if len(kept) > self.keep:
+            old = kept[: len(kept) - self.keep]
+            async with self.client.pipeline(transaction=True) as pipe:
+                for v in old:
+                    pipe.delete(k.policy_blob(v), k.policy_meta(v))
+                pipe.ltrim(k.policy_versions, len(old), -1)
+                await pipe.execute()
+        await self.client.publish(k.policy_channel, str(version))
+        return version
+
+    async def current_version(self) -> int | None:
+        """The version replicas should serve, or ``None`` before the first publication."""
+        v = await self.client.get(self.keys.policy_current)
+        return None if v is None else int(v)
+
+    async def versions(self) -> list[int]:
+        """Kept versions, oldest first."""
+        return [int(_s(v)) for v in await self.client.lrange(self.keys.policy_versions, 0, -1)]
+
+    async def meta(self, version: int) -> dict[str, Any]:
+        """Metadata of a kept version."""
+        raw = await self.client.get(self.keys.policy_meta(version))
+        if raw is None:
+            raise VersionNotFoundError(f"policy version {version} is not kept")
+        return dict(json.loads(raw))
+
+    async def blob(self, version: int) -> bytes:
+        """Serialized policy of a kept version."""
+        raw = await self.client.get(self.keys.policy_blob(version))
+        if raw is None:
+            raise VersionNotFoundError(f"policy version {version} is not kept")
+        return bytes(raw)
+
+    async def load(self, version: int) -> MixedPolicy:
+        """Deserialize a kept version."""
+        import asyncio
+
+        from policy.checkpoint import policy_from_bytes
+
+        blob = await self.blob(version)
+        # Deserializing weights is CPU work; keep the event loop free.
+        return await asyncio.to_thread(policy_from_bytes, blob)
+
+    async def rollback(self, to: int | None = None) -> int:
+        """Make an earlier kept version current (default: the one before current)."""
+        kept = await self.versions()
+        cur = await self.current_version()
+        if to is None:
+            earlier = [v for v in kept if cur is None or v < cur]
+            if not earlier:
+                raise VersionNotFoundError(f"no kept version before {cur} (kept: {kept})")
+            to = earlier[-1]
+        if to not in kept or not await self.client.exists(self.keys.policy_blob(to)):
+            raise VersionNotFoundError(f"policy version {to} is not kept (kept: {kept})")
+        await self.client.set(self.keys.policy_current, to)
+        await self.client.publish(self.keys.policy_channel, str(to))
+        logger.warning("policy rolled back from %s to %d", cur, to)
+        return int(to)

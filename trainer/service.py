@@ -1,0 +1,465 @@
+"""The online trainer process: feedback stream in, new policy versions out.
+
+Loop: read deliveries from the :class:`~trainer.bus.FeedbackBus` (own pending entries
+first after a restart, then idle entries claimed from dead consumers, then new ones),
+dead-letter transitions that do not fit the catalogue, *commit* the rest (learned marker
++ durable buffer + acknowledgement in one atomic step, so each event id enters the
+buffer once), and every ``update_every`` buffered transitions run one learner update,
+anneal α and publish a new version (weights + α + metadata) through
+:class:`~trainer.publication.PolicyRegistry`. Each publication is first checkpointed to
+disk, so a restarted trainer continues from the last published version and α. A
+rollback made through the API (``current`` names an older version) is noticed before
+the next update and training continues from that version.
+
+Schemes: ``ap`` serves π̃ = (1-α)·πθ + α·πβ with θ frozen and β learned, α following
+the schedule; ``ft`` (and ``none``) serve the learned network alone (α = 0). Until a
+learner with its own A-iALP scheme exists, ``ap`` trains β with the configured learner
+(default A2C) and composes the mixture here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from policy.types import Transition
+from trainer.bus import Delivery, FeedbackBus, transition_to_json
+from trainer.publication import PolicyRegistry
+
+if TYPE_CHECKING:
+    from policy.mixed import MixedPolicy
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+POLICY_DIR = "policy"
+
+
+class TrainerSettings(BaseSettings):
+    """Configuration of ``ialp trainer`` (environment ``IALP_*`` or flags)."""
+
+    model_config = SettingsConfigDict(env_prefix="IALP_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; unset uses (or starts) the embedded server.")
+    embedded_redis_port: int = Field(default=6399, description="Embedded server port.")
+    embedded_redis_dir: Path | None = Field(default=None, description="Embedded data dir.")
+    namespace: str = Field(default="ialp", pattern=r"^[A-Za-z0-9_.-]+$",
+                           description="Prefix of every Redis key of this deployment.")
+    checkpoint: Path | None = Field(
+        default=None, description="Initial policy (θ) when neither the state directory "
+        "nor Redis holds one.")
+    state_dir: Path = Field(
+        default=Path("runs/trainer"), description="Where the trainer checkpoints every "
+        "published version and its counters (restart continues from here).")
+    num_items: int = Field(default=300, ge=1, description="Catalogue size of the untrained "
+                           "policy used when no checkpoint exists.")
+    max_len: int = Field(default=50, ge=1, description="History window of that policy.")
+    seed: int = Field(default=0, description="Seed of initialisation and learning.")
+    method: str = Field(default="a2c", description="Learner passed to make_learner().")
+    scheme: Literal["ap", "ft"] = Field(
+        default="ap", description="ap: learn β beside frozen θ, anneal α; ft: fine-tune θ.")
+    beta_init: Literal["copy", "random"] = Field(
+        default="copy", description="ap: β starts as a copy of θ (Alg. 2) or random "
+        "(section 5.4).")
+    learner_options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments of make_learner (JSON).")
+    update_every: int = Field(default=64, ge=1, description="Transitions per update.")
+    flush_idle_s: float = Field(
+        default=5.0, ge=0.0, description="Update with fewer transitions after this long "
+        "without new ones (0: never), so quiet periods still get learned.")
+    alpha_schedule: str = Field(default="linear", description="constant/linear/exponential.")
+    alpha_start: float = Field(default=0.0, ge=0.0, le=1.0, description="α at update 0.")
+    alpha_steps: int = Field(default=200, ge=1, description="Updates until α = 1.")
+    keep_versions: int = Field(default=5, ge=1, description="Versions kept for rollback.")
+    group: str = Field(default="trainer", description="Consumer group name.")
+    consumer: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="Consumer name (stable across restarts to re-read own pending).")
+    read_count: int = Field(default=256, ge=1, description="Entries per stream read.")
+    block_ms: int = Field(default=500, ge=1, description="Longest blocking read.")
+    claim_idle_ms: int = Field(default=30_000, ge=1, description="Idle time after which "
+                               "another consumer's pending entry is claimed.")
+    claim_every_s: float = Field(default=5.0, gt=0.0, description="Claim interval.")
+    max_deliveries: int = Field(default=5, ge=1, description="Deliveries before an entry "
+                                "is dead-lettered.")
+    dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="How long learned "
+                             "event ids are remembered.")
+    metrics_port: int = Field(default=0, ge=0, description="Prometheus port (0: off).")
+    torch_threads: int = Field(default=1, ge=1, description="Intra-op threads of torch.")
+
+
+@dataclass
+class TrainerState:
+    """Counters saved beside each checkpoint."""
+
+    version: int = 0
+    """Last published version."""
+    updates: int = 0
+    """Learner updates so far (the α schedule's step)."""
+    events_learned: int = 0
+    """Transitions consumed by updates."""
+
+    def save(self, directory: Path) -> None:
+        """Atomic write of ``trainer_state.json``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(self.__dict__))
+        os.replace(tmp, directory / STATE_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> TrainerState | None:
+        """The saved state, or ``None``."""
+        path = directory / STATE_FILE
+        if not path.is_file():
+            return None
+        d = json.loads(path.read_text())
+        return cls(int(d["version"]), int(d["updates"]), int(d["events_learned"]))
+
+
+class TrainerMetrics:
+    """Prometheus collectors of the trainer."""
+
+    def __init__(self) -> None:
+        """Own registry (several trainers can live in one test process)."""
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_learned = Counter("ialp_trainer_events_learned",
+                                      "Transitions consumed by updates.", registry=r)
+        self.events_buffered = Counter("ialp_trainer_events_buffered",
+                                       "Transitions committed to the replay buffer.",
+                                       registry=r)
+        self.duplicates = Counter("ialp_trainer_duplicates",
+                                  "Deliveries of already learned event ids.", registry=r)
+        self.dead_lettered = Counter("ialp_trainer_dead_lettered",
+                                     "Entries parked in the dead-letter stream.", registry=r)
+        self.updates = Counter("ialp_trainer_updates", "Learner updates.", registry=r)
+        self.update_seconds = Histogram("ialp_trainer_update_seconds",
+                                        "Duration of one update + publication.", registry=r)
+        self.version = Gauge("ialp_trainer_policy_version", "Last published version.",
+                             registry=r)
+        self.alpha = Gauge("ialp_trainer_alpha", "α of the last published version.",
+                           registry=r)
+        self.buffer = Gauge("ialp_trainer_buffer_size", "Transitions awaiting an update.",
+                            registry=r)
+
+
+class TrainerService:
+    """One trainer: owns the learner, the buffer and publication."""
+
+    def __init__(self, settings: TrainerSettings, bus: FeedbackBus,
+                 registry: PolicyRegistry, *, stats_client: Any | None = None,
+                 metrics: TrainerMetrics | None = None) -> None:
+        """``stats_client`` (Redis) receives the counters hash read by ``/v1/policy``."""
+        self.settings = settings
+        self.bus = bus
+        self.registry = registry
+        self.stats_client = stats_client
+        self.metrics = metrics or TrainerMetrics()
+        self.state = TrainerState()
+        self.buffer: list[Transition] = []
+        self.theta: MixedPolicy | None = None  # frozen θ of scheme ap
+        self.learner: Any = None
+        self.policy: MixedPolicy | None = None  # last published
+        self.num_items = 0
+        self.max_len = 0
+        self._last_new = time.monotonic()
+        self._stop = asyncio.Event()
+
+    # -- set-up ------------------------------------------------------------------------
+    def _schedule_alpha(self, updates: int) -> float:
+        if self.settings.scheme != "ap":
+            return 0.0
+        from policy.schedules import AlphaSchedule
+
+        s = self.settings
+        return float(AlphaSchedule(kind=s.alpha_schedule, start=s.alpha_start,
+                                   steps=s.alpha_steps)(updates))
+
+    def _build_learner(self, policy: MixedPolicy) -> None:
+        """Learner and frozen θ from a served policy (any scheme)."""
+        from policy.checkpoint import init_policy
+        from policy.mixed import MixedPolicy
+        from trainer.learners import make_learner
+
+        s = self.settings
+        opts = dict(s.learner_options)
+        if s.scheme == "ap":
+            if policy.scheme == "ap" and policy.beta is not None:
+                theta_net, beta_net = policy.theta, policy.beta
+            else:
+                theta_net = policy.theta
+                if s.beta_init == "copy":
+                    import copy
+
+                    beta_net = copy.deepcopy(policy.theta)
+                else:
+                    beta_net = init_policy(policy.config, seed=s.seed + 1).theta
+            self.theta = MixedPolicy(theta_net, scheme="none", version=policy.version)
+            init = MixedPolicy(beta_net, scheme="none", version=policy.version)
+        else:
+            self.theta = None
+            init = policy
+        self.learner = make_learner(s.method, policy.config, seed=s.seed, init=init, **opts)
+        self.num_items = policy.num_items
+        self.max_len = policy.config.max_len
+
+    def _compose(self, version: int, parent: int | None) -> MixedPolicy:
+        """The policy to publish after ``self.state.updates`` updates."""
+        from policy.mixed import MixedPolicy
+
+        snap = self.learner.snapshot()
+        alpha = self._schedule_alpha(self.state.updates)
+        if self.settings.scheme == "ap" and snap.scheme != "ap":
+            assert self.theta is not None
+            policy = MixedPolicy(self.theta.theta, snap.theta, alpha=alpha, scheme="ap",
+                                 version=version, head=snap.head,
+                                 q_temperature=snap.q_temperature,
+                                 exploration=snap.exploration)
+        else:
+            policy = snap
+            policy.version = version
+            if policy.scheme == "ap":
+                policy.alpha = alpha
+        policy.metadata = {
+            **{k: v for k, v in snap.metadata.items() if isinstance(v, str | int | float)},
+            "parent_version": parent, "updates": self.state.updates,
+            "events_learned": self.state.events_learned, "created_at": time.time(),
+            "method": self.settings.method,
+        }
+        return policy
+
+    async def _initial_policy(self) -> tuple[MixedPolicy, TrainerState | None]:
+        s = self.settings
+        saved = TrainerState.load(s.state_dir)
+        if saved is not None and (s.state_dir / POLICY_DIR).is_dir():
+            from policy.checkpoint import load_checkpoint
+
+            policy = await asyncio.to_thread(load_checkpoint, s.state_dir / POLICY_DIR)
+            logger.info("resuming from %s: version %d, %d updates, α=%.3f", s.state_dir,
+                        saved.version, saved.updates, policy.alpha)
+            return policy, saved
+        current = await self.registry.current_version()
+        if current is not None:
+            policy = await self.registry.load(current)
+            logger.info("starting from Redis' current version %d", current)
+            return policy, None
+        if s.checkpoint is not None:
+            from policy.checkpoint import load_checkpoint
+
+            return await asyncio.to_thread(load_checkpoint, s.checkpoint), None
+        from policy.checkpoint import init_policy
+        from policy.config import PolicyConfig
+
+        return init_policy(PolicyConfig(num_items=s.num_items, max_len=s.max_len),
+                           seed=s.seed), None
+
+    async def setup(self) -> None:
+        """Resolve the starting policy, rebuild the learner, recover the buffer."""
+        policy, saved = await self._initial_policy()
+        meta = policy.metadata
+        if saved is not None:
+            self.state = saved
+        else:
+            self.state = TrainerState(version=int(policy.version),
+                                      updates=int(meta.get("updates", 0) or 0),
+                                      events_learned=int(meta.get("events_learned", 0) or 0))
+        self._build_learner(policy)
+        await self.registry.ensure_seq_at_least(self.state.version)
+        stats = await self.bus.stats()
+        self.buffer = await self.bus.buffered()
+        # A crash between publication and trimming the buffer leaves learned transitions
+        # in it; the disk state counts them, so drop exactly those.
+        redis_learned = int(stats.get("events_learned", 0))
+        if saved is not None and saved.events_learned > redis_learned:
+            stale = min(saved.events_learned - redis_learned, len(self.buffer))
+            await self.bus.consume_buffer(stale)
+            del self.buffer[:stale]
+            await self._write_stats({"events_learned": saved.events_learned})
+        self.policy = policy
+        if await self.registry.current_version() is None:
+            # Nothing served yet (or Redis was wiped): publish the starting point. A
+            # current version that differs from ours is a rollback, followed in step().
+            await self._publish(parent=None if saved is None else saved.version)
+        self.metrics.buffer.set(len(self.buffer))
+        self.metrics.version.set(self.state.version)
+        self.metrics.alpha.set(self._schedule_alpha(self.state.updates))
+
+    # -- the loop ------------------------------------------------------------------------
+    def _valid(self, t: Transition) -> str | None:
+        n = self.num_items
+        if not 0 <= t.action < n:
+            return f"action {t.action} outside the catalogue of {n} items"
+        if any(not 0 <= x < n for x in t.history):
+            return f"history item outside the catalogue of {n} items"
+        return None
+
+    async def step(self, deliveries: Sequence[Delivery]) -> int:
+        """Commit deliveries and run due updates; returns the number of new transitions."""
+        bad = [(d, self._valid(d.event)) for d in deliveries]
+        invalid = [(d.entry_id, transition_to_json(d.event), why) for d, why in bad if why]
+        if invalid:
+            await self.bus.dead_letter(invalid)
+            self.metrics.dead_lettered.inc(len(invalid))
+        valid = [d for d, why in bad if not why]
+        new = await self.bus.commit(valid) if valid else []
+        if len(new) < len(valid):
+            self.metrics.duplicates.inc(len(valid) - len(new))
+        if new:
+            self._last_new = time.monotonic()
+            self.buffer.extend(new)
+            self.metrics.events_buffered.inc(len(new))
+        await self.follow_rollback()
+        every = self.settings.update_every
+        while len(self.buffer) >= every:
+            await self.update(self.buffer[:every])
+        idle = time.monotonic() - self._last_new
+        if self.buffer and self.settings.flush_idle_s > 0 and idle >= self.settings.flush_idle_s:
+            await self.update(list(self.buffer))
+        self.metrics.buffer.set(len(self.buffer))
+        return len(new)
+
+    async def follow_rollback(self) -> bool:
+        """Continue from ``current`` when someone rolled back to an older version."""
+        current = await self.registry.current_version()
+        if current is None or current == self.state.version:
+            return False
+        policy = await self.registry.load(current)
+        logger.warning("current version is %d (was %d): continuing from it", current,
+                       self.state.version)
+        self._build_learner(policy)
+        meta = policy.metadata
+        self.state = TrainerState(version=current,
+                                  updates=int(meta.get("updates", 0) or 0),
+                                  events_learned=self.state.events_learned)
+        self.policy = policy
+        return True
+
+    async def update(self, batch: list[Transition]) -> dict[str, float]:
+        """One learner update on ``batch`` (the oldest buffered), then publish."""
+        from trainer.batch import TransitionBatch
+
+        start = time.perf_counter()
+
+        def _learn() -> dict[str, float]:
+            tb = TransitionBatch.from_transitions(batch, self.max_len)
+            return dict(self.learner.update(tb))
+
+        stats = await asyncio.to_thread(_learn)
+        self.state.updates += 1
+        self.state.events_learned += len(batch)
+        await self._publish(parent=self.state.version)
+        await self.bus.consume_buffer(len(batch))
+        del self.buffer[: len(batch)]
+        self.metrics.events_learned.inc(len(batch))
+        self.metrics.updates.inc()
+        self.metrics.update_seconds.observe(time.perf_counter() - start)
+        return stats
+
+    async def _publish(self, parent: int | None) -> None:
+        from policy.checkpoint import policy_to_bytes, save_checkpoint
+
+        version = await self.registry.next_version()
+        policy = self._compose(version, parent)
+        blob = await asyncio.to_thread(policy_to_bytes, policy)
+        self.state.version = version
+        # Disk first: a restart must never resume from something older than Redis serves.
+        await asyncio.to_thread(save_checkpoint, policy, self.settings.state_dir / POLICY_DIR)
+        await asyncio.to_thread(self.state.save, self.settings.state_dir)
+        await self.registry.publish(policy, blob)
+        self.policy = policy
+        await self._write_stats({"events_learned": self.state.events_learned,
+                                 "updates": self.state.updates, "version": version})
+        self.metrics.version.set(version)
+        self.metrics.alpha.set(policy.alpha)
+        logger.info("published version %d (α=%.3f, %d updates, %d events learned)",
+                    version, policy.alpha, self.state.updates, self.state.events_learned)
+
+    async def _write_stats(self, values: dict[str, int]) -> None:
+        if self.stats_client is not None:
+            keys = self.registry.keys
+            await self.stats_client.hset(keys.trainer_stats,
+                                         mapping={k: int(v) for k, v in values.items()})
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current step."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Read, commit, update, publish until :meth:`stop`."""
+        s = self.settings
+        while not self._stop.is_set():
+            try:
+                deliveries = await self.bus.read(s.read_count, s.block_ms)
+                await self.step(deliveries)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                from redis.exceptions import RedisError
+
+                if not isinstance(exc, RedisError | OSError):
+                    raise
+                logger.warning("Redis unavailable (%s); retrying", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+
+
+async def run_trainer(settings: TrainerSettings) -> None:
+    """Connect, set up and run a trainer until SIGTERM/SIGINT."""
+    import signal
+
+    import redis.asyncio as aioredis
+    import torch
+
+    from trainer.bus import RedisStreamBus
+    from trainer.keys import RedisKeys
+
+    torch.set_num_threads(settings.torch_threads)
+    embedded = None
+    url = settings.redis_url
+    if url is None:
+        from trainer.redis_server import ensure_embedded_redis
+
+        url, embedded = ensure_embedded_redis(settings.embedded_redis_dir,
+                                              settings.embedded_redis_port)
+    client = aioredis.Redis.from_url(url)
+    keys = RedisKeys(settings.namespace)
+    bus = RedisStreamBus(client, keys, group=settings.group, consumer=settings.consumer,
+                         dedup_ttl_s=settings.dedup_ttl_s,
+                         claim_idle_ms=settings.claim_idle_ms,
+                         claim_every_s=settings.claim_every_s,
+                         max_deliveries=settings.max_deliveries)
+    registry = PolicyRegistry(client, keys, keep=settings.keep_versions)
+    metrics = TrainerMetrics()
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    service = TrainerService(settings, bus, registry, stats_client=client, metrics=metrics)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    try:
+        await bus.ensure_group()
+        await service.setup()
+        logger.info("trainer %s ready (version %d, scheme %s, method %s)", settings.consumer,
+                    service.state.version, settings.scheme, settings.method)
+        await service.run()
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            embedded.stop()
