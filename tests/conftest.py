@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.redis_fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Trained user models are cached by content hash; keep them across test runs in the repo's
