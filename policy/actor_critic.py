@@ -1,0 +1,46 @@
+"""The SASRec actor-critic network: one encoder G shared by the actor and critic heads."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from policy.config import PolicyConfig
+from policy.heads import ActorHead, CriticHead
+from policy.sasrec import SASRecEncoder
+
+
+class ActorCritic(nn.Module):
+    """G(x_1:t) → (Actor[s_t], Critic[s_t]).
+
+    All learners use this same module: A2C trains both heads, PG only the actor, DQN only
+    the critic (the unused head simply stays at its initial weights).
+    """
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = SASRecEncoder(config)
+        self.actor = ActorHead(config.hidden, config.num_items)
+        self.critic = CriticHead(config.hidden, config.num_items)
+
+    def encode(self, histories: torch.Tensor, user_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """States ``[B, H]``."""
+        return self.encoder(histories, user_ids)
+
+    def forward(
+        self, histories: torch.Tensor, user_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``histories`` [B, L] (PAD=-1) → (actor logits [B, I], Q-values [B, I])."""
+        state = self.encode(histories, user_ids)  # [B, H]
+        return self.actor(state), self.critic(state)
+
+    def logits(self, histories: torch.Tensor, user_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Actor logits ``[B, I]`` only."""
+        return self.actor(self.encode(histories, user_ids))
+
+    def q_values(
+        self, histories: torch.Tensor, user_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Critic Q-values ``[B, I]`` only."""
+        return self.critic(self.encode(histories, user_ids))

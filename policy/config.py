@@ -1,0 +1,56 @@
+"""Architecture settings of the SASRec actor-critic; saved in every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Shape of the policy network. Two checkpoints with equal configs are interchangeable."""
+
+    num_items: int
+    """Catalogue size I: the actor and critic heads have one output per item."""
+    max_len: int = 50
+    """History window the encoder reads: the most recent ``max_len`` items of a state."""
+    hidden: int = 64
+    """Width H of item, position and state embeddings."""
+    heads: int = 2
+    """Attention heads per self-attention block (must divide ``hidden``)."""
+    blocks: int = 2
+    """Number of causal self-attention blocks."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention weights and feed-forward outputs (training only)."""
+    num_users: int = 0
+    """0 = no user embedding. Otherwise user ids in ``[0, num_users)`` get their own row and
+    any other id (negative, or an unseen user in the service) shares one 'unknown' row."""
+
+    def __post_init__(self) -> None:
+        if self.num_items <= 0:
+            raise ValueError(f"num_items must be positive, got {self.num_items}")
+        if self.max_len <= 0:
+            raise ValueError(f"max_len must be positive, got {self.max_len}")
+        if self.hidden <= 0 or self.heads <= 0 or self.hidden % self.heads:
+            raise ValueError(
+                f"hidden ({self.hidden}) must be a positive multiple of heads ({self.heads})"
+            )
+        if self.blocks < 0:
+            raise ValueError(f"blocks must be >= 0, got {self.blocks}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.num_users < 0:
+            raise ValueError(f"num_users must be >= 0, got {self.num_users}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer format)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PolicyConfig fields: {', '.join(unknown)}")
+        return cls(**data)

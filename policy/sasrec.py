@@ -1,0 +1,132 @@
+"""SASRec state encoder G(x_1:t) (eq. 4): causal self-attention over the item history.
+
+Input convention: ``histories`` is ``[B, L]`` int64 of 0-based item ids, right-aligned and
+left-padded with ``PAD = -1`` (``policy.types.pad_histories``). Inside the network ids are
+shifted by one so that embedding row 0 is the padding row.
+
+Empty histories: a learned *start* token is always placed right before the first real
+item (so the sequence the network reads is ``[START, x_1, ..., x_t]``). The state of an
+empty history is then the encoding of the start token alone, which is well defined and
+trainable. When ``PolicyConfig.num_users > 0`` a user embedding is added to the start
+token, which makes the empty-history state personal (Coat episodes start empty) and lets
+attention carry the user into every later position.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from policy.config import PolicyConfig
+
+
+class _Block(nn.Module):
+    """Pre-norm causal multi-head self-attention followed by a point-wise feed-forward."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.norm_attn = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.norm_ff = nn.LayerNorm(hidden)
+        self.ff = nn.Sequential(
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, T, H]; ``mask`` [B, 1, T, T] bool, True where attention is allowed."""
+        b, t, h = x.shape
+        q, k, v = self.qkv(self.norm_attn(x)).chunk(3, dim=-1)  # 3 × [B, T, H]
+        # [B, T, H] -> [B, heads, T, H/heads]
+        q, k, v = (z.view(b, t, self.heads, h // self.heads).transpose(1, 2) for z in (q, k, v))
+        att = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )  # [B, heads, T, H/heads]
+        att = att.transpose(1, 2).reshape(b, t, h)  # [B, T, H]
+        x = x + self.drop(self.out(att))
+        return x + self.drop(self.ff(self.norm_ff(x)))
+
+
+class SASRecEncoder(nn.Module):
+    """Maps item histories to states s_t = G(x_1:t): the output at the last position."""
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.config = config
+        n, h = config.num_items, config.hidden
+        # Rows: 0 = padding, 1..I = items (id + 1), I + 1 = start token.
+        self.start_index = n + 1
+        self.item_emb = nn.Embedding(n + 2, h, padding_idx=0)
+        # Positions count from the right end: the last slot is always the newest item, so a
+        # state depends on recency, not on how long the history happens to be.
+        self.pos_emb = nn.Embedding(config.max_len + 1, h)
+        # Last row = users outside [0, num_users) ('unknown').
+        self.user_emb = nn.Embedding(config.num_users + 1, h) if config.num_users > 0 else None
+        self.emb_drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            [_Block(h, config.heads, config.dropout) for _ in range(config.blocks)]
+        )
+        self.final_norm = nn.LayerNorm(h)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        if self.user_emb is not None:
+            nn.init.normal_(self.user_emb.weight, std=0.02)
+
+    def tokens(self, histories: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` PAD=-1 item ids → ``[B, max_len + 1]`` embedding rows with the start
+        token placed before the first real item."""
+        max_len = self.config.max_len
+        b, length = histories.shape
+        if length > max_len:
+            histories = histories[:, -max_len:]  # keep the most recent items
+        elif length < max_len:
+            pad = histories.new_full((b, max_len - length), -1)
+            histories = torch.cat([pad, histories], dim=1)  # [B, max_len]
+        if histories.numel() and (histories >= self.config.num_items).any():
+            bad = int(histories[histories >= self.config.num_items][0])
+            raise ValueError(f"item id {bad} outside [0, {self.config.num_items})")
+        ids = torch.where(histories < 0, torch.zeros_like(histories), histories + 1)
+        tokens = torch.cat([ids.new_zeros((b, 1)), ids], dim=1)  # [B, T], T = max_len + 1
+        lengths = (ids > 0).sum(dim=1)  # [B]
+        start_pos = max_len - lengths  # slot right before the first real item
+        tokens[torch.arange(b, device=tokens.device), start_pos] = self.start_index
+        return tokens
+
+    def forward(
+        self, histories: torch.Tensor, user_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``histories`` [B, L] int64 (PAD=-1, right-aligned), ``user_ids`` [B] or None →
+        states ``[B, H]``."""
+        tokens = self.tokens(histories)  # [B, T]
+        b, t = tokens.shape
+        x = self.item_emb(tokens)  # [B, T, H]
+        is_start = (tokens == self.start_index).unsqueeze(-1)  # [B, T, 1]
+        if self.user_emb is not None:
+            if user_ids is None:
+                users = tokens.new_full((b,), self.config.num_users)
+            else:
+                users = user_ids.to(tokens.device).long()
+                unknown = (users < 0) | (users >= self.config.num_users)
+                users = torch.where(unknown, torch.full_like(users, self.config.num_users), users)
+            x = x + is_start * self.user_emb(users).unsqueeze(1)  # user joins the start token
+        valid = (tokens > 0).unsqueeze(-1)  # [B, T, 1] start token and items
+        x = x * (self.config.hidden**0.5) + self.pos_emb.weight.unsqueeze(0)  # [B, T, H]
+        x = self.emb_drop(x) * valid
+        # Causal mask restricted to valid keys; every query may also see itself so that
+        # padding rows never have an all-masked softmax (their outputs are discarded).
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()  # [T, T]
+        key_ok = valid.squeeze(-1).unsqueeze(1)  # [B, 1, T]
+        eye = torch.eye(t, dtype=torch.bool, device=x.device)
+        mask = ((causal & key_ok) | eye).unsqueeze(1)  # [B, 1, T, T]
+        for block in self.blocks:
+            x = block(x, mask) * valid  # [B, T, H]
+        return self.final_norm(x[:, -1])  # [B, H] state at the newest position

@@ -1,0 +1,38 @@
+"""α schedules: endpoints and monotonicity."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from policy.schedules import AlphaSchedule
+
+
+@pytest.mark.parametrize("kind", ["linear", "exponential"])
+@pytest.mark.parametrize("start", [0.0, 0.2, 0.9])
+def test_rising_schedules_hit_both_endpoints(kind: str, start: float) -> None:
+    sched = AlphaSchedule(kind=kind, start=start, steps=500)
+    assert sched(0) == pytest.approx(start)
+    assert sched(500) == 1.0
+    assert sched(10_000) == 1.0
+    values = [sched(t) for t in range(0, 501, 5)]
+    assert all(b >= a for a, b in itertools.pairwise(values))
+    assert min(values) >= 0.0 and max(values) <= 1.0
+
+
+def test_linear_midpoint_and_exponential_shape() -> None:
+    assert AlphaSchedule("linear", start=0.0, steps=100)(50) == pytest.approx(0.5)
+    exp = AlphaSchedule("exponential", start=0.0, steps=100, floor=0.01)
+    # Gap 1 − α halves geometrically: at half-way it is sqrt(floor).
+    assert 1 - exp(50) == pytest.approx(0.1)
+    assert 1 - exp(99) < 0.011
+
+
+def test_constant_schedule_stays_put_and_bad_settings_fail() -> None:
+    sched = AlphaSchedule("constant", start=0.3, steps=10)
+    assert sched(0) == sched(10) == sched(1000) == 0.3
+    with pytest.raises(ValueError):
+        AlphaSchedule("cosine")
+    with pytest.raises(ValueError):
+        AlphaSchedule(start=1.5)

@@ -1,0 +1,1 @@
+"""Learning side: optimizers, learners, replay buffers and the online training loop."""

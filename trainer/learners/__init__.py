@@ -1,0 +1,84 @@
+"""Learner factory: ``make_learner(method, config, seed=..., init=..., **hyper)``.
+
+Methods register here by name, so the service trainer and the experiment runner never
+import a learner class directly. Hyperparameters are the fields of each method's config
+dataclass; an unknown name is an error listing the valid ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from policy.config import PolicyConfig
+from policy.mixed import MixedPolicy
+from trainer.learners.a2c import A2CConfig, A2CLearner
+from trainer.learners.base import BaseLearner, Learner, OptimConfig
+from trainer.learners.dqn import DQNConfig, DQNLearner
+from trainer.learners.pg import PGConfig, PGLearner
+
+__all__ = [
+    "A2CConfig",
+    "A2CLearner",
+    "BaseLearner",
+    "DQNConfig",
+    "DQNLearner",
+    "Learner",
+    "OptimConfig",
+    "PGConfig",
+    "PGLearner",
+    "available_learners",
+    "make_learner",
+    "register_learner",
+]
+
+LearnerFactory = Callable[..., Learner]
+"""``factory(config, *, seed, init, **hyper) -> Learner``."""
+
+_REGISTRY: dict[str, LearnerFactory] = {}
+
+
+def register_learner(name: str, factory: LearnerFactory) -> None:
+    """Make ``name`` available to :func:`make_learner` (later schemes plug in here)."""
+    _REGISTRY[name] = factory
+
+
+def available_learners() -> list[str]:
+    """Registered method names."""
+    return sorted(_REGISTRY)
+
+
+def _simple(cls: type[BaseLearner], hyper_cls: type) -> LearnerFactory:
+    def factory(
+        config: PolicyConfig, *, seed: int, init: MixedPolicy | None = None, **hyper: Any
+    ) -> Learner:
+        known = {f.name for f in fields(hyper_cls)}
+        unknown = sorted(set(hyper) - known)
+        if unknown:
+            raise TypeError(
+                f"{cls.method}: unknown hyperparameters {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(known))}"
+            )
+        return cls(config, hyper_cls(**hyper), seed=seed, init=init)
+
+    return factory
+
+
+register_learner("a2c", _simple(A2CLearner, A2CConfig))
+register_learner("dqn", _simple(DQNLearner, DQNConfig))
+register_learner("pg", _simple(PGLearner, PGConfig))
+
+
+def make_learner(
+    method: str,
+    config: PolicyConfig,
+    *,
+    seed: int,
+    init: MixedPolicy | None = None,
+    **hyper: Any,
+) -> Learner:
+    """Build the learner of ``method`` (``a2c``, ``dqn``, ``pg``, and any registered later)."""
+    if method not in _REGISTRY:
+        raise KeyError(f"unknown learner {method!r}; known: {', '.join(available_learners())}")
+    return _REGISTRY[method](config, seed=seed, init=init, **hyper)
