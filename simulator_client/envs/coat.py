@@ -5,8 +5,13 @@
 
 Both share the leave rule: quit when the new item lies within Euclidean distance
 ``leave_threshold`` of any of the last ``leave_window`` recommended items (distances between
-item columns of the dense matrix), and at most ``max_steps`` recommendations. An episode
-starts from the user alone (empty history), so the user id is the initial state.
+item columns of the dense matrix), and at most ``max_steps`` recommendations.
+
+The initial state is the user: the observation carries the user id and, as the history
+the episode starts from, the items the user chose to rate in ``train.ascii`` ordered from
+least to most liked (so the most liked is the most recent). A service only knows a user
+through such interactions, and the REST contract refuses empty histories; set
+``initial_history="none"`` for episodes that start from the user id alone.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ class CoatEnvConfig:
     """How many of the most recent recommendations the leave rule compares against."""
     max_steps: int = 30
     """Episode length cap (truncation)."""
-    history_window: int = 30
+    history_window: int = 50
     """How many recent items an observation carries."""
+    initial_history: str = "rated"
+    """``"rated"``: start from the user's self-chosen rated items; ``"none"``: empty."""
 
 
 def _one_hot_items(data: CoatData) -> np.ndarray:
@@ -42,6 +49,16 @@ def _one_hot_items(data: CoatData) -> np.ndarray:
     for f, off in enumerate(offsets):
         vec[np.arange(data.num_items), off + data.item_features[:, f]] = 1.0
     return vec
+
+
+def _rated_histories(data: CoatData) -> list[list[int]]:
+    """Each user's rated training items, least liked first (ties by item id)."""
+    out = []
+    for user in range(data.num_users):
+        items = np.flatnonzero(data.train[user])
+        order = np.lexsort((items, data.train[user, items]))
+        out.append(items[order].tolist())
+    return out
 
 
 def make_coat_env(
@@ -59,8 +76,13 @@ def make_coat_env(
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    data = data or load_coat()
     config = config or CoatEnvConfig()
+    if config.initial_history not in ("rated", "none"):
+        raise ValueError(
+            f"initial_history must be 'rated' or 'none', not {config.initial_history!r}"
+        )
+    data = data or load_coat()
+    initial = _rated_histories(data) if config.initial_history == "rated" else None
     if split == "test":
         reward = MatrixReward(data.pseudo_gt.astype(np.float32))
     else:
@@ -79,6 +101,7 @@ def make_coat_env(
         leave_rule=leave,
         max_steps=config.max_steps,
         history_window=config.history_window,
+        initial_history=(lambda u: initial[u]) if initial is not None else None,
         item_vectors=_one_hot_items(data),
         item_popularity=(data.train > 0).sum(axis=0).astype(np.int64),
         item_text=data.item_text,

@@ -152,13 +152,31 @@ def test_train_env_reward_is_the_user_model(coat_train: RecBatchEnv) -> None:
     assert not np.allclose(r, gt), "training reward must not be the held-out truth"
 
 
-def test_observation_carries_user_and_history(coat_test: RecBatchEnv) -> None:
+def test_observation_starts_from_the_users_rated_items(coat_test: RecBatchEnv) -> None:
+    data = load_coat()
     env = RecEnv(coat_test)
     obs, info = env.reset(seed=5)
-    assert obs.history == () and obs.user_id == info["user_id"]
+    user = info["user_id"]
+    assert obs.user_id == user
+    assert sorted(obs.history) == np.flatnonzero(data.train[user]).tolist()
+    ratings = [int(data.train[user, i]) for i in obs.history]
+    assert ratings == sorted(ratings), "least liked first, most liked most recent"
+    start = obs.history
     obs, *_ = env.step(4)
     obs, *_ = env.step(200)
-    assert obs.history == (4, 200)
+    assert obs.history == (*start, 4, 200)
+
+
+def test_empty_initial_history_option() -> None:
+    from simulator_client.envs.coat import CoatEnvConfig
+
+    env = RecEnv(make_coat_env("test", config=CoatEnvConfig(initial_history="none")))
+    obs, _ = env.reset(seed=0)
+    assert obs.history == ()
+    obs, *_ = env.step(9)
+    assert obs.history == (9,)
+    with pytest.raises(ValueError, match="initial_history"):
+        make_coat_env("test", config=CoatEnvConfig(initial_history="all"))
 
 
 def test_step_rejects_bad_actions(coat_test: RecBatchEnv) -> None:
