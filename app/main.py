@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -263,7 +264,7 @@ def _policy_info(policy: MixedPolicy, **extra: Any) -> PolicyInfo:
         num_items=int(policy.num_items), updates=int(meta.get("updates", 0) or 0),
         events_learned=int(meta.get("events_learned", 0) or 0),
         parent_version=_opt_int(meta.get("parent_version")),
-        created_at=None if meta.get("created_at") is None else float(meta["created_at"]),
+        created_at=None if meta.get("created_at") is None else str(meta["created_at"]),
         **extra)
 
 
@@ -289,11 +290,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:
-        from fastapi.exception_handlers import request_validation_exception_handler
+        from fastapi.encoders import jsonable_encoder
+        from fastapi.responses import JSONResponse
 
         if request.url.path == "/v1/feedback":
             metrics.feedback.labels(outcome="rejected").inc()
-        return await request_validation_exception_handler(request, exc)
+        errors = []
+        for err in exc.errors():
+            err = dict(err)
+            value = err.get("input")
+            # Echo NaN/Infinity as text: JSON itself cannot carry them.
+            if isinstance(value, float) and not math.isfinite(value):
+                err["input"] = str(value)
+            errors.append(err)
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
     @app.post("/v1/recommend", response_model=RecommendResponse, tags=["serving"],
               summary="Recommend k items for a user", responses=errors_404)

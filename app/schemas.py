@@ -92,7 +92,7 @@ class PolicyInfo(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "version": 7, "scheme": "ap", "alpha": 0.35, "num_items": 300, "updates": 12,
         "events_learned": 384, "trainer_lag": 5, "parent_version": 6,
-        "created_at": 1711111111.5, "kept_versions": [3, 4, 5, 6, 7],
+        "created_at": "2026-03-01T12:00:00+00:00", "kept_versions": [3, 4, 5, 6, 7],
         "current_version": 7}]})
 
     version: int = Field(description="Version served by this replica.")
@@ -104,7 +104,8 @@ class PolicyInfo(BaseModel):
     trainer_lag: int | None = Field(
         description="Events enqueued but not yet learned (null when Redis is down).")
     parent_version: int | None = Field(default=None, description="Version it was trained from.")
-    created_at: float | None = Field(default=None, description="Unix time of publication.")
+    created_at: str | None = Field(default=None,
+                                    description="Publication time (ISO 8601, UTC).")
     kept_versions: list[int] = Field(default_factory=list,
                                      description="Versions available for rollback.")
     current_version: int | None = Field(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from trainer.keys import RedisKeys
@@ -66,7 +65,6 @@ class PolicyRegistry:
         k = self.keys
         version = int(policy.version)
         meta = policy_summary(policy)
-        meta.setdefault("created_at", time.time())
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.set(k.policy_blob(version), blob)
             pipe.set(k.policy_meta(version), json.dumps(meta))

@@ -220,6 +220,7 @@ class TrainerService:
 
     def _compose(self, version: int, parent: int | None) -> MixedPolicy:
         """The policy to publish after ``self.state.updates`` updates."""
+        from policy.checkpoint import now_iso
         from policy.mixed import MixedPolicy
 
         snap = self.learner.snapshot()
@@ -238,7 +239,7 @@ class TrainerService:
         policy.metadata = {
             **{k: v for k, v in snap.metadata.items() if isinstance(v, str | int | float)},
             "parent_version": parent, "updates": self.state.updates,
-            "events_learned": self.state.events_learned, "created_at": time.time(),
+            "events_learned": self.state.events_learned, "created_at": now_iso(),
             "method": self.settings.method,
         }
         return policy
