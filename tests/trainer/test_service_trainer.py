@@ -1,0 +1,178 @@
+"""The online trainer against a real Redis: updates every N transitions, α annealing,
+publication with a version window, exactly-once learning, restart from disk, following a
+rollback, dead-lettering transitions outside the catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from policy.types import Transition
+from trainer.bus import RedisStreamBus, transition_to_json
+from trainer.keys import RedisKeys
+from trainer.publication import PolicyRegistry
+from trainer.service import TrainerService, TrainerSettings, TrainerState
+
+N_ITEMS = 30
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    c = aioredis.Redis.from_url(redis_url)
+    yield c
+    await c.aclose()
+
+
+def _settings(tmp_path: Path, ns: str, **kw: Any) -> TrainerSettings:
+    base: dict[str, Any] = dict(
+        redis_url="unused", namespace=ns, state_dir=tmp_path / "state", num_items=N_ITEMS,
+        max_len=8, update_every=8, flush_idle_s=0, alpha_steps=4, keep_versions=3,
+        consumer="t1", block_ms=10, learner_options={"lr": 1e-2})
+    base.update(kw)
+    return TrainerSettings(**base)
+
+
+def _trainer(client: aioredis.Redis, settings: TrainerSettings) -> TrainerService:
+    keys = RedisKeys(settings.namespace)
+    bus = RedisStreamBus(client, keys, consumer=settings.consumer)
+    return TrainerService(settings, bus, PolicyRegistry(client, keys, keep=settings.keep_versions),
+                          stats_client=client)
+
+
+def _t(i: int) -> Transition:
+    return Transition(event_id=f"ev{i}", user_id=i % 5, history=(i % N_ITEMS, 3),
+                      action=(i * 7) % N_ITEMS, reward=float(i % 2), done=i % 6 == 5,
+                      propensity=0.1, policy_version=1, source="theta")
+
+
+async def _drain(trainer: TrainerService, rounds: int = 20) -> None:
+    for _ in range(rounds):
+        if not await trainer.step(await trainer.bus.read(64, 10)):
+            break
+
+
+async def test_updates_publish_versions_with_rising_alpha_exactly_once(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    trainer = _trainer(client, _settings(tmp_path, redis_namespace))
+    await trainer.setup()
+    reg = trainer.registry
+    assert await reg.current_version() == 1  # the starting point is published first
+    first = await reg.load(1)
+    assert first.scheme == "ap" and first.alpha == 0.0
+    for i in range(20):
+        await trainer.bus.publish(_t(i))
+    await trainer.bus.publish(_t(3))  # duplicate feedback: never enqueued twice
+    keys = RedisKeys(redis_namespace)
+    await client.xadd(keys.stream, {"t": transition_to_json(_t(4))})  # bypassing the API
+    await _drain(trainer)
+    # 20 unique events, update_every 8: two updates, 4 left in the buffer.
+    assert trainer.state.updates == 2 and trainer.state.events_learned == 16
+    assert len(trainer.buffer) == 4 and len(await trainer.bus.buffered()) == 4
+    assert await reg.current_version() == 3
+    assert [(await reg.meta(v))["alpha"] for v in (1, 2, 3)] == [0.0, 0.25, 0.5]
+    latest = await reg.load(3)
+    assert latest.metadata["parent_version"] == 2 and latest.metadata["events_learned"] == 16
+    # β moved, θ stayed frozen.
+    import torch
+
+    for a, b in zip(first.theta.parameters(), latest.theta.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in
+               zip(first.beta.parameters(), latest.beta.parameters(), strict=True))
+    assert trainer.metrics.duplicates._value.get() == 1
+    stats = await trainer.bus.stats()
+    assert stats["events_buffered"] == 20 and stats["events_learned"] == 16
+    # Four more events: the third update consumes exactly the leftovers.
+    for i in range(20, 24):
+        await trainer.bus.publish(_t(i))
+    await _drain(trainer)
+    assert trainer.state.events_learned == 24 and trainer.buffer == []
+    assert await reg.versions() == [2, 3, 4]  # keep_versions=3
+
+
+async def test_idle_flush_learns_a_partial_batch(client: aioredis.Redis, tmp_path: Path,
+                                                 redis_namespace: str) -> None:
+    trainer = _trainer(client, _settings(tmp_path, redis_namespace, flush_idle_s=0.01))
+    await trainer.setup()
+    for i in range(3):
+        await trainer.bus.publish(_t(i))
+    await trainer.step(await trainer.bus.read(64, 10))
+    import asyncio
+
+    await asyncio.sleep(0.02)
+    await trainer.step([])
+    assert trainer.state.events_learned == 3 and trainer.state.updates == 1
+
+
+async def test_restart_continues_from_disk_version_alpha_and_buffer(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    settings = _settings(tmp_path, redis_namespace)
+    trainer = _trainer(client, settings)
+    await trainer.setup()
+    for i in range(12):
+        await trainer.bus.publish(_t(i))
+    await _drain(trainer)
+    assert trainer.state == TrainerState(version=2, updates=1, events_learned=8)
+    saved = TrainerState.load(settings.state_dir)
+    assert saved == trainer.state
+
+    again = _trainer(client, settings)
+    await again.setup()
+    assert again.state == TrainerState(version=2, updates=1, events_learned=8)
+    assert [t.event_id for t in again.buffer] == ["ev8", "ev9", "ev10", "ev11"]
+    assert await again.registry.current_version() == 2  # nothing republished
+    for i in range(12, 16):
+        await again.bus.publish(_t(i))
+    await _drain(again)
+    assert again.state.version == 3 and again.state.updates == 2
+    meta = await again.registry.meta(3)
+    assert meta["alpha"] == 0.5 and meta["parent_version"] == 2
+    assert meta["events_learned"] == 16
+
+
+async def test_trainer_follows_a_rollback(client: aioredis.Redis, tmp_path: Path,
+                                          redis_namespace: str) -> None:
+    trainer = _trainer(client, _settings(tmp_path, redis_namespace))
+    await trainer.setup()
+    for i in range(16):
+        await trainer.bus.publish(_t(i))
+    await _drain(trainer)
+    assert await trainer.registry.current_version() == 3
+    assert await trainer.registry.rollback() == 2
+    for i in range(16, 24):
+        await trainer.bus.publish(_t(i))
+    await _drain(trainer)
+    meta = await trainer.registry.meta(4)
+    assert meta["parent_version"] == 2
+    assert meta["updates"] == 2 and meta["alpha"] == 0.5  # continues from v2's step
+
+
+async def test_transitions_outside_the_catalogue_are_dead_lettered(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    trainer = _trainer(client, _settings(tmp_path, redis_namespace))
+    await trainer.setup()
+    bad = Transition(event_id="bad", user_id=0, history=(1,), action=N_ITEMS + 5,
+                     reward=1.0, done=False)
+    await trainer.bus.publish(bad)
+    await trainer.bus.publish(_t(1))
+    await trainer.step(await trainer.bus.read(64, 10))
+    keys = RedisKeys(redis_namespace)
+    dead = await client.xrange(keys.dead_letter)
+    assert len(dead) == 1 and b"outside the catalogue" in dead[0][1][b"reason"]
+    assert [t.event_id for t in trainer.buffer] == ["ev1"]
+    assert (await client.xpending(keys.stream, "trainer"))["pending"] == 0
+
+
+async def test_ft_scheme_fine_tunes_theta_with_alpha_zero(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    trainer = _trainer(client, _settings(tmp_path, redis_namespace, scheme="ft"))
+    await trainer.setup()
+    for i in range(8):
+        await trainer.bus.publish(_t(i))
+    await _drain(trainer)
+    latest = await trainer.registry.load(2)
+    assert latest.scheme == "none" and latest.alpha == 0.0 and latest.beta is None
