@@ -79,6 +79,10 @@ class AnswerCache:
             )
             self._db.commit()
 
+    def __bool__(self) -> bool:
+        # An empty cache is still a cache: ``cache or default`` must not discard it.
+        return True
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,7 +111,12 @@ def load_causal_lm(
         from peft import PeftModel
 
         adapter = _require_dir(adapter_path, "adapter")
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
+        with warnings.catch_warnings():
+            # peft asks transformers for a property newer transformers renamed; harmless.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                    category=FutureWarning)
+            model = PeftModel.from_pretrained(model, str(adapter),
+                                              is_trainable=trainable_adapter)
     model.to(device)
     model.eval()
     return model, tok
