@@ -137,8 +137,10 @@ def _make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Any:
 
             torch.set_num_threads(settings.torch_threads)
         embedded = None
-        url = settings.redis_url
-        if url is None:
+        url: str
+        if settings.redis_url is not None:
+            url = settings.redis_url
+        else:
             from trainer.redis_server import ensure_embedded_redis
 
             url, embedded = await asyncio.to_thread(
@@ -195,7 +197,8 @@ def _make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Any:
 
 
 def _svc(request: Request) -> ServiceState:
-    return request.app.state.svc  # type: ignore[no-any-return]
+    svc: ServiceState = request.app.state.svc
+    return svc
 
 
 def require_api_key(
@@ -284,9 +287,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.settings = settings
     errors_404: dict[int | str, dict[str, Any]] = {}
-    unavailable = {503: {"model": ErrorResponse, "description": "Redis unreachable; "
+    unavailable: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse, "description": "Redis unreachable; "
                          "see Retry-After"}}
-    unauthorized = {401: {"model": ErrorResponse, "description": "missing or wrong API key"}}
+    unauthorized: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse, "description": "missing or wrong API key"}}
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:
