@@ -45,17 +45,41 @@ def _ensure_builtin() -> None:
         }
 
     register("coat", make_coat_env, coat_stats)
+    for name in ("lfm", "industry"):
+        _register_sequential(name)
+
+
+def _register_sequential(name: str) -> None:
+    """Register a sequential environment (built-in or built with ``ialp env build``)."""
+    from functools import partial
+
+    from simulator_client.envs.sequential import make_sequential_env, sequential_stats
+
+    register(name, partial(make_sequential_env, name), partial(sequential_stats, name))
+
+
+def _resolve(name: str) -> None:
+    """Make ``name`` known if it is a built custom environment under the cache folder."""
+    _ensure_builtin()
+    if name in _BUILDERS:
+        return
+    from simulator_client.envs.sequential import built_names
+
+    if name in built_names():
+        _register_sequential(name)
 
 
 def available() -> list[str]:
-    """Names of every known environment."""
+    """Names of every known environment (built-in and built with ``ialp env build``)."""
     _ensure_builtin()
-    return sorted(_BUILDERS)
+    from simulator_client.envs.sequential import built_names
+
+    return sorted(set(_BUILDERS) | set(built_names()))
 
 
 def make_env(name: str, split: str = "test", **kwargs: Any) -> RecBatchEnv:
     """Build environment ``name`` for ``split`` (``"train"`` or ``"test"``)."""
-    _ensure_builtin()
+    _resolve(name)
     if name not in _BUILDERS:
         raise KeyError(f"unknown environment {name!r}; known: {', '.join(available())}")
     return _BUILDERS[name](split, **kwargs)
@@ -63,7 +87,7 @@ def make_env(name: str, split: str = "test", **kwargs: Any) -> RecBatchEnv:
 
 def env_stats(name: str) -> dict[str, Any]:
     """Dataset statistics of environment ``name``."""
-    _ensure_builtin()
+    _resolve(name)
     if name not in _STATS:
         raise KeyError(f"unknown environment {name!r}; known: {', '.join(available())}")
     return _STATS[name]()

@@ -11,7 +11,7 @@ METRIC_COLUMNS = ["policy", "return", "length", "r_avg", "diversity", "novelty",
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``env stats`` and ``env eval``."""
+    """Add ``env stats``, ``env eval`` and ``env build``."""
     env = sub.add_parser("env", help="inspect and evaluate user environments")
     env_sub = env.add_subparsers(dest="env_cmd", required=True)
 
@@ -25,13 +25,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--policy",
         default="random,popular,oracle",
-        help="comma-separated baselines: random, popular, oracle (default: all three)",
+        help="comma-separated baselines: random, popular, oracle, and for sequential "
+        "environments (lfm, industry, built names) nextitem: the users' true next items "
+        "(default: random,popular,oracle)",
     )
     ev.add_argument("--episodes", type=int, default=1000, help="test episodes (default 1000)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--split", choices=["test", "train"], default="test")
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.set_defaults(func=_eval)
+
+    build = env_sub.add_parser(
+        "build",
+        help="build a sequential environment from files in the generic format (or lfm / "
+        "industry from the shared data)",
+        description="Validate a dataset in the generic sequential format "
+        "(docs/environments-sequential.md), store it under the cache folder as NAME, and train "
+        "its training and test user models. Afterwards every `ialp env` command accepts NAME. "
+        "`--name lfm` and `--name industry` (no files) build the shared-data environments.",
+    )
+    build.add_argument("--name", required=True, help="environment name (a-z, 0-9, '.', '_', '-')")
+    build.add_argument("--sequences", help="file of ordered user sequences (user_id, item_ids)")
+    build.add_argument("--items", help="file of items with text attributes (item_id, ...)")
+    build.add_argument("--seed", type=int, default=0, help="seed of the user split and models")
+    build.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    build.set_defaults(func=_build)
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -46,17 +64,58 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_thread() -> None:
+    """User models here are small: one torch thread is faster than a contended pool."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from simulator_client.envs.sequential import SequentialEnvConfig, build_environment
+    from simulator_client.user_models.sequential import SequentialModelConfig
+
+    if (args.sequences is None) != (args.items is None):
+        raise SystemExit("ialp env build: give both --sequences and --items (or neither)")
+    try:
+        result = build_environment(
+            args.name,
+            sequences=args.sequences,
+            items=args.items,
+            env_config=SequentialEnvConfig(split_seed=args.seed),
+            model_config=SequentialModelConfig(seed=args.seed),
+            progress=not args.json,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"ialp env build: {exc}") from None
+    if args.json:
+        print_json({"folder": str(result.folder), **result.manifest})
+    else:
+        counts = result.manifest["counts"]
+        print(f"built {result.name!r} in {result.folder}")
+        for key, value in counts.items():
+            print(f"{key:>20}: {value}")
+        for split, metrics in result.manifest["models"].items():
+            hr = metrics.get("holdout_hr@10", float("nan"))
+            print(f"{split + ' model':>20}: holdout HR@10 {hr:.3f}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from simulator_client.baselines import make_baseline
+    from simulator_client.envs.sequential import baseline_for
     from simulator_client.evaluation import evaluate
     from simulator_client.registry import make_env
 
     if args.episodes <= 0:
         raise SystemExit("--episodes must be positive")
+    _one_thread()
     env = make_env(args.name, args.split, progress=not args.json)
     results = []
     for name in [p.strip() for p in args.policy.split(",") if p.strip()]:
-        policy = make_baseline(name, env)
+        try:
+            policy = baseline_for(name, env)
+        except ValueError as exc:
+            raise SystemExit(f"ialp env eval: {exc}") from None
         started = time.perf_counter()
         metrics = evaluate(env, policy, episodes=args.episodes, seed=args.seed)
         row = {"policy": name, **metrics}
