@@ -14,6 +14,9 @@ COMMAND_MODULES = [
     "ialp.commands.demo",
     "ialp.commands.serve",
     "ialp.commands.trainer",
+    "ialp.commands.simulate",
+    "ialp.commands.experiment",
+    "ialp.commands.llm",
 ]
 
 
@@ -35,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Per-request access lines from the HTTP client drown real progress output.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
