@@ -60,10 +60,10 @@ def test_simulate_learns_every_event_and_alpha_rises(
 
 
 def test_simulate_refuses_a_mismatched_catalogue(stack: Stack) -> None:
+    import numpy as np
+
     from simulator_client.envs.base import MatrixReward
     from simulator_client.envs.leave import DistanceLeaveRule
-
-    import numpy as np
 
     tiny = RecBatchEnv(
         name="tiny", num_items=5, users=np.arange(2),
