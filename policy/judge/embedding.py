@@ -28,6 +28,14 @@ from policy.judge.prompt import ANSWER_PREFIX, LABELS, PromptBuilder
 log = logging.getLogger(__name__)
 
 
+DEFAULT_THRESHOLDS: dict[str, float] = {"coat": 0.80, "lfm": 0.40, "industry": 0.50}
+"""Per-dataset None thresholds. Cosine similarities live on very different scales per
+dataset (short, templated Coat texts are all alike; artist names are not), so one number
+cannot serve all. Each value makes the judge answer None on roughly 10–15 % of the
+``ialp llm report`` cases (the 10th–15th percentile of the best candidate's similarity;
+measured in docs/judge.md). Other datasets use 0.5."""
+
+
 @dataclass(frozen=True)
 class EmbeddingJudgeConfig:
     """Settings of the embedding judge."""
