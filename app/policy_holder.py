@@ -58,6 +58,7 @@ class PolicyWatcher:
         self.expected_num_items = expected_num_items
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def sync(self) -> bool:
         """Load the current version if it differs from the served one; True on swap."""
@@ -80,35 +81,42 @@ class PolicyWatcher:
             return True
 
     async def run(self) -> None:
-        """Loop forever: wait for a notification (or the poll interval), then sync."""
+        """Loop until :meth:`stop`: wait for a notification (or the poll interval), sync."""
         client = self.registry.client
         channel = self.registry.keys.policy_channel
-        while True:
+        while not self._stopping.is_set():
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(channel)
-                while True:
+                while not self._stopping.is_set():
                     with contextlib.suppress(Exception):
                         await self.sync()
                     # get_message returns on a notification or after poll_s.
                     await pubsub.get_message(timeout=self.poll_s)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # Redis down: keep serving, retry later
                 logger.debug("policy watcher: %s", exc)
-                await asyncio.sleep(self.poll_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.poll_s)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
     def start(self) -> None:
         """Run :meth:`run` as a background task."""
+        self._stopping.clear()
         self._task = asyncio.create_task(self.run(), name="policy-watcher")
 
     async def stop(self) -> None:
-        """Cancel the background task."""
-        if self._task is not None:
+        """Stop the background task.
+
+        The loop is asked to finish rather than cancelled: cancelling a pub/sub read
+        that is timing out at the same moment can be swallowed and hang shutdown.
+        """
+        if self._task is None:
+            return
+        self._stopping.set()
+        done, _ = await asyncio.wait({self._task}, timeout=self.poll_s + 5.0)
+        if not done:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            await asyncio.wait({self._task}, timeout=5.0)
+        self._task = None
