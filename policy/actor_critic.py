@@ -21,8 +21,9 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = SASRecEncoder(config)
-        self.actor = ActorHead(config.hidden, config.num_items)
-        self.critic = CriticHead(config.hidden, config.num_items)
+        tied = self.encoder.item_emb if config.tied_heads else None
+        self.actor = ActorHead(config.hidden, config.num_items, tied)
+        self.critic = CriticHead(config.hidden, config.num_items, tied)
 
     def encode(self, histories: torch.Tensor, user_ids: torch.Tensor | None = None) -> torch.Tensor:
         """States ``[B, H]``."""

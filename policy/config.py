@@ -25,6 +25,10 @@ class PolicyConfig:
     num_users: int = 0
     """0 = no user embedding. Otherwise user ids in ``[0, num_users)`` get their own row and
     any other id (negative, or an unseen user in the service) shares one 'unknown' row."""
+    tied_heads: bool = True
+    """Score items by a dot product with the encoder's item embeddings (as SASRec does)
+    instead of an independent output row per item: what is learned about an item as input
+    carries over to its score, and items with similar embeddings get similar scores."""
 
     def __post_init__(self) -> None:
         if self.num_items <= 0:

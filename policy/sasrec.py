@@ -82,8 +82,8 @@ class SASRecEncoder(nn.Module):
             nn.init.normal_(self.user_emb.weight, std=0.02)
 
     def tokens(self, histories: torch.Tensor) -> torch.Tensor:
-        """``[B, L]`` PAD=-1 item ids → ``[B, max_len + 1]`` embedding rows with the start
-        token placed before the first real item."""
+        """``[B, L]`` PAD=-1 item ids → ``[B, T]`` embedding rows, ``T <= max_len + 1``, with
+        the start token placed before the first real item (right-aligned)."""
         max_len = self.config.max_len
         b, length = histories.shape
         if length > max_len:
@@ -99,7 +99,11 @@ class SASRecEncoder(nn.Module):
         lengths = (ids > 0).sum(dim=1)  # [B]
         start_pos = max_len - lengths  # slot right before the first real item
         tokens[torch.arange(b, device=tokens.device), start_pos] = self.start_index
-        return tokens
+        # Drop leading columns that are padding in every row: positions count from the
+        # right and padding is masked, so the states are unchanged and short histories
+        # cost less.
+        first = int(start_pos.min()) if b else 0
+        return tokens[:, first:]
 
     def forward(
         self, histories: torch.Tensor, user_ids: torch.Tensor | None = None
@@ -119,7 +123,7 @@ class SASRecEncoder(nn.Module):
                 users = torch.where(unknown, torch.full_like(users, self.config.num_users), users)
             x = x + is_start * self.user_emb(users).unsqueeze(1)  # user joins the start token
         valid = (tokens > 0).unsqueeze(-1)  # [B, T, 1] start token and items
-        x = x * (self.config.hidden**0.5) + self.pos_emb.weight.unsqueeze(0)  # [B, T, H]
+        x = x * (self.config.hidden**0.5) + self.pos_emb.weight[-t:].unsqueeze(0)  # [B, T, H]
         x = self.emb_drop(x) * valid
         # Causal mask restricted to valid keys; every query may also see itself so that
         # padding rows never have an all-masked softmax (their outputs are discarded).

@@ -21,7 +21,7 @@ def test_start_token_sits_before_the_first_item() -> None:
     enc = _encoder()
     tokens = enc.tokens(torch.tensor([[-1, -1, 4], [-1, -1, -1], [0, 1, 2]]))
     start = CFG.num_items + 1
-    assert tokens.shape == (3, CFG.max_len + 1)
+    assert tokens.shape == (3, 4)  # all-padding columns on the left are dropped
     assert tokens[0, -2:].tolist() == [start, 5] and (tokens[0, :-2] == 0).all()
     assert tokens[1, -1].item() == start and (tokens[1, :-1] == 0).all()
     assert tokens[2, -4:].tolist() == [start, 1, 2, 3]
@@ -35,6 +35,14 @@ def test_states_are_finite_and_ignore_extra_padding() -> None:
     assert short.shape == (2, CFG.hidden) and torch.isfinite(short).all()
     torch.testing.assert_close(short, wide)
     assert not torch.allclose(short[0], short[1])
+
+
+def test_a_state_does_not_depend_on_its_batch_mates() -> None:
+    enc = _encoder()
+    with torch.no_grad():
+        alone = enc(torch.tensor([[-1, -1, -1, 3, 7]]))
+        batched = enc(torch.tensor([[-1, -1, -1, 3, 7], [1, 2, 3, 4, 5]]))
+    torch.testing.assert_close(alone[0], batched[0])
 
 
 def test_only_the_last_max_len_items_matter() -> None:

@@ -1,0 +1,103 @@
+"""``ialp experiment``: train methods online against an environment, plot learning curves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ialp.output import format_table
+
+TABLE_COLUMNS = ["method", "return", "return_std", "length", "r_avg", "R@0", "updates", "seconds"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``experiment``."""
+    p = sub.add_parser(
+        "experiment",
+        help="train methods online in a simulated environment and compare learning curves",
+        description="Train each method for --steps user interactions in the training "
+        "environment, evaluating on the test environment every --eval-every interactions. "
+        "Writes OUT/results.json, OUT/curves.png and OUT/policies/<method>/.",
+    )
+    p.add_argument("--env", default="coat", help="registered environment (coat, lfm, industry)")
+    p.add_argument(
+        "--methods", default="random,dqn,pg,a2c",
+        help="comma-separated methods (default: random,dqn,pg,a2c)",
+    )
+    p.add_argument("--steps", type=int, default=20_000, help="training interactions per method")
+    p.add_argument("--eval-every", type=int, default=2_000, help="interactions between evals")
+    p.add_argument("--eval-episodes", type=int, default=290, help="test episodes per eval")
+    p.add_argument("--num-envs", type=int, default=16, help="users stepped in parallel")
+    p.add_argument("--batch-size", type=int, default=64, help="learner minibatch size")
+    p.add_argument("--warmup", type=int, default=256, help="transitions before the first update")
+    p.add_argument(
+        "--updates-per-step", type=int, default=1,
+        help="off-policy updates per batched environment step",
+    )
+    p.add_argument(
+        "--eval-greedy", action="store_true",
+        help="evaluate greedily instead of with each method's exploration",
+    )
+    p.add_argument("--hidden", type=int, default=64, help="encoder width")
+    p.add_argument("--blocks", type=int, default=2, help="self-attention blocks")
+    p.add_argument(
+        "--hyper", default="{}",
+        help='JSON per-method learner settings, e.g. \'{"a2c": {"lr": 0.0005}}\'',
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--json", action="store_true", help="print the results JSON, not a table")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ialp.output import print_json
+    from simulator_client.experiment import ExperimentConfig, run_experiment, table_rows
+    from simulator_client.registry import make_env
+    from trainer.runner import OnlineConfig
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise SystemExit("--methods is empty")
+    try:
+        hyper = json.loads(args.hyper)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--hyper is not valid JSON: {exc}") from exc
+    if not isinstance(hyper, dict) or not all(isinstance(v, dict) for v in hyper.values()):
+        raise SystemExit('--hyper must map method names to objects, e.g. {"a2c": {"lr": 0.001}}')
+    try:
+        config = ExperimentConfig(
+            steps=args.steps,
+            eval_every=args.eval_every,
+            eval_episodes=args.eval_episodes,
+            num_envs=args.num_envs,
+            seed=args.seed,
+            online=OnlineConfig(
+                batch_size=args.batch_size, warmup=args.warmup,
+                updates_per_step=args.updates_per_step, eval_explore=not args.eval_greedy,
+            ),
+            hidden=args.hidden,
+            blocks=args.blocks,
+            hyper=hyper,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"ialp experiment: {exc}") from exc
+    torch.set_num_threads(1)
+    show = not args.json
+    train_env = make_env(args.env, "train", progress=show)
+    test_env = make_env(args.env, "test", progress=show)
+    results = run_experiment(
+        args.env, train_env, test_env, methods, config, out_dir=args.out, progress=show
+    )
+    if args.json:
+        print_json(results)
+    else:
+        print(
+            f"{args.env}: {args.steps} training interactions per method, seed {args.seed}; "
+            f"final test metrics over {args.eval_episodes} episodes"
+        )
+        print(format_table(table_rows(results), TABLE_COLUMNS))
+        print(f"wrote {args.out}/results.json and {args.out}/curves.png")
+    return 0

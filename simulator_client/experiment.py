@@ -1,0 +1,323 @@
+"""In-process experiments: train methods online against a training environment and
+evaluate them periodically on the test environment (the paper's learning curves).
+
+Every method is an ``Agent`` (``trainer.runner``). ``random`` and every learner registered
+in ``trainer.learners`` (a2c, dqn, pg, ...) are available by name; other methods (a
+pre-trained iALP, LLMOnline, a bandit) plug in with :func:`register_method`.
+
+One run = for each method, from the same seed: ``steps`` user interactions with the
+training environment (``num_envs`` users in parallel, each finished user replaced by a new
+one), with an evaluation of ``eval_episodes`` test episodes at step 0, every ``eval_every``
+steps and at the end. Evaluations of all methods use the same test users and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from policy.checkpoint import save_checkpoint
+from policy.config import PolicyConfig
+from policy.mixed import MixedPolicy
+from simulator_client.envs.base import BatchObs, RecBatchEnv
+from simulator_client.evaluation import evaluate
+from trainer.learners import available_learners, make_learner
+from trainer.runner import Agent, EvalActor, LearnerAgent, OnlineConfig, RandomAgent, StepBatch
+
+CURVE_METRICS = ("return", "length", "r_avg")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Budget and evaluation protocol of one experiment."""
+
+    steps: int = 20_000
+    """User interactions (transitions) of online training per method."""
+    eval_every: int = 2_000
+    """Interactions between evaluations."""
+    eval_episodes: int = 290
+    """Test episodes per evaluation (Coat: one per user)."""
+    num_envs: int = 16
+    """Users stepped in parallel in the training environment."""
+    seed: int = 0
+    """Seeds networks, users, exploration and evaluation."""
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+    """How learners are fed (batch size, replay, warm-up, updates per step)."""
+    hidden: int = 64
+    """Encoder width of learned methods."""
+    blocks: int = 2
+    """Self-attention blocks of learned methods."""
+    max_len: int | None = 20
+    """History window of the encoder (None: the environment's whole window). 20 recent
+    items cover the leave rule's window and keep CPU training fast."""
+    user_embedding: bool = True
+    """Give the encoder a user embedding sized to the environment's users."""
+    hyper: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-method learner hyperparameters, e.g. ``{"a2c": {"lr": 1e-3}}``."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.eval_every <= 0 or self.eval_episodes <= 0:
+            raise ValueError("steps must be >= 0, eval_every and eval_episodes positive")
+        if self.num_envs <= 0:
+            raise ValueError("num_envs must be positive")
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method factory may use to build its agent."""
+
+    name: str
+    train_env: RecBatchEnv
+    policy_config: PolicyConfig
+    experiment: ExperimentConfig
+    seed: int
+    hyper: dict[str, Any]
+
+
+MethodFactory = Callable[[MethodContext], Agent]
+_METHODS: dict[str, MethodFactory] = {}
+
+
+def register_method(name: str, factory: MethodFactory) -> None:
+    """Make ``name`` selectable in :func:`run_experiment` and ``ialp experiment``."""
+    _METHODS[name] = factory
+
+
+def available_methods() -> list[str]:
+    """Every selectable method name."""
+    return sorted({"random", *available_learners(), *_METHODS})
+
+
+def learner_agent(ctx: MethodContext, *, init: MixedPolicy | None = None) -> LearnerAgent:
+    """The standard agent for learner ``ctx.name`` (optionally from pre-trained weights)."""
+    learner = make_learner(ctx.name, ctx.policy_config, seed=ctx.seed, init=init, **ctx.hyper)
+    return LearnerAgent(ctx.name, learner, ctx.experiment.online, seed=ctx.seed + 1)
+
+
+def build_agent(ctx: MethodContext) -> Agent:
+    """Resolve a method name to an agent."""
+    if ctx.name in _METHODS:
+        return _METHODS[ctx.name](ctx)
+    if ctx.name == "random":
+        return RandomAgent(ctx.train_env.num_items)
+    if ctx.name in available_learners():
+        return learner_agent(ctx)
+    raise KeyError(f"unknown method {ctx.name!r}; known: {', '.join(available_methods())}")
+
+
+class _EvalPolicy:
+    """``BatchPolicy`` adapter around an agent's frozen evaluation actor."""
+
+    def __init__(self, actor: EvalActor) -> None:
+        self.actor = actor
+
+    def act(self, obs: BatchObs, rng: np.random.Generator) -> np.ndarray:
+        return self.actor(obs.history, obs.user_ids, rng)
+
+
+def policy_config_for(env: RecBatchEnv, config: ExperimentConfig) -> PolicyConfig:
+    """The network shape used for ``env``."""
+    num_users = int(env.users.max()) + 1 if config.user_embedding else 0
+    return PolicyConfig(
+        num_items=env.num_items,
+        max_len=config.max_len or env.history_window,
+        hidden=config.hidden,
+        heads=2,
+        blocks=config.blocks,
+        num_users=num_users,
+    )
+
+
+def train_method(
+    name: str,
+    train_env: RecBatchEnv,
+    test_env: RecBatchEnv,
+    config: ExperimentConfig,
+    *,
+    progress: bool = True,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train one method and return its learning curve and final metrics."""
+    seed = config.seed
+    torch.manual_seed(seed)  # dropout draws come from the global generator
+    ctx = MethodContext(
+        name=name,
+        train_env=train_env,
+        policy_config=policy_config_for(train_env, config),
+        experiment=config,
+        seed=seed,
+        hyper=dict(config.hyper.get(name, {})),
+    )
+    agent = build_agent(ctx)
+    user_seq, act_seq = np.random.SeedSequence([seed, 17]).spawn(2)
+    user_rng, act_rng = np.random.default_rng(user_seq), np.random.default_rng(act_seq)
+    eval_seed = seed + 10_000
+
+    curve: list[dict[str, float]] = []
+    train_log: list[dict[str, float]] = []
+    eval_seconds = 0.0
+
+    def run_eval(step: int) -> None:
+        nonlocal eval_seconds
+        started = time.perf_counter()
+        metrics = evaluate(
+            test_env, _EvalPolicy(agent.evaluator()), episodes=config.eval_episodes,
+            seed=eval_seed,
+        )
+        eval_seconds += time.perf_counter() - started
+        curve.append({"step": float(step), **metrics})
+
+    started = time.perf_counter()
+    run_eval(0)
+    obs = train_env.reset(train_env.sample_users(config.num_envs, user_rng))
+    ep_returns: list[float] = []
+    running = np.zeros(config.num_envs, dtype=np.float64)
+    steps, next_eval = 0, config.eval_every
+    bar = tqdm(total=config.steps, desc=f"{name} on {train_env.name}", unit="step",
+               disable=not progress)
+    while steps < config.steps:
+        actions, props = agent.act(obs.history, obs.user_ids, act_rng)
+        nxt, rewards, term, trunc, info = train_env.step(actions)
+        rows = np.flatnonzero(info["active"])
+        metrics = agent.observe(
+            StepBatch(
+                histories=obs.history[rows],
+                user_ids=obs.user_ids[rows],
+                actions=np.asarray(actions)[rows],
+                rewards=rewards[rows],
+                next_histories=nxt.history[rows],
+                terminated=term[rows],
+                truncated=trunc[rows],
+                propensities=np.asarray(props)[rows],
+                slots=rows,
+            )
+        )
+        running[rows] += rewards[rows]
+        steps += len(rows)
+        bar.update(len(rows))
+        if metrics:
+            train_log.append({"step": float(steps), **metrics})
+        finished = np.flatnonzero(term | trunc)
+        if len(finished):
+            ep_returns.extend(running[finished].tolist())
+            running[finished] = 0.0
+            train_env.reset_slots(finished, train_env.sample_users(len(finished), user_rng))
+        obs = train_env.observe()
+        if steps >= next_eval and steps < config.steps:
+            run_eval(steps)
+            bar.set_postfix(ret=f"{curve[-1]['return']:.1f}")
+            next_eval += config.eval_every
+    bar.close()
+    if config.steps > 0:
+        run_eval(steps)
+    seconds = time.perf_counter() - started
+    if out_dir is not None and isinstance(agent, LearnerAgent):
+        save_checkpoint(agent.snapshot(), out_dir / "policies" / name)
+    last_train = train_log[-1] if train_log else {}
+    return {
+        "method": name,
+        "curve": curve,
+        "final": curve[-1],
+        "train": {
+            "steps": steps,
+            "updates": float(getattr(agent, "updates", 0)),
+            "episodes": len(ep_returns),
+            "train_return_last100": float(np.mean(ep_returns[-100:])) if ep_returns else 0.0,
+            "seconds": seconds,
+            "eval_seconds": eval_seconds,
+            "last_metrics": last_train,
+        },
+        "policy_config": ctx.policy_config.to_dict() if name != "random" else None,
+    }
+
+
+def run_experiment(
+    env_name: str,
+    train_env: RecBatchEnv,
+    test_env: RecBatchEnv,
+    methods: Sequence[str],
+    config: ExperimentConfig,
+    *,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train and evaluate ``methods``; writes ``results.json`` and ``curves.png`` to
+    ``out_dir`` when given. Returns the results dictionary."""
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown:
+        raise KeyError(
+            f"unknown method(s) {', '.join(unknown)}; known: {', '.join(available_methods())}"
+        )
+    if train_env.num_items != test_env.num_items:
+        raise ValueError("training and test environments have different catalogues")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "env": env_name,
+        "train_env": train_env.name,
+        "test_env": test_env.name,
+        "config": asdict(config),
+        "methods": {},
+    }
+    for name in methods:
+        results["methods"][name] = train_method(
+            name, train_env, test_env, config, progress=progress, out_dir=out
+        )
+    if out is not None:
+        (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        plot_curves(results, out / "curves.png")
+    return results
+
+
+def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table 5 style rows: final Return, Length and R_avg per method."""
+    rows = []
+    for name, res in results["methods"].items():
+        final = res["final"]
+        rows.append(
+            {
+                "method": name,
+                "return": final["return"],
+                "return_std": final["return_std"],
+                "length": final["length"],
+                "r_avg": final["r_avg"],
+                "R@0": res["curve"][0]["return"],
+                "updates": res["train"]["updates"],
+                "seconds": res["train"]["seconds"],
+            }
+        )
+    return rows
+
+
+def plot_curves(results: dict[str, Any], path: str | Path) -> None:
+    """Return, Length and R_avg against training steps, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    titles = {"return": "Return", "length": "Length", "r_avg": "R_avg"}
+    for name, res in results["methods"].items():
+        steps = [p["step"] for p in res["curve"]]
+        for ax, key in zip(axes, CURVE_METRICS, strict=True):
+            ax.plot(steps, [p[key] for p in res["curve"]], marker="o", ms=3, label=name)
+    for ax, key in zip(axes, CURVE_METRICS, strict=True):
+        ax.set_title(titles[key])
+        ax.set_xlabel("training interactions")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    cfg = results["config"]
+    fig.suptitle(f"{results['env']}: test-environment metrics, seed {cfg['seed']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
