@@ -99,7 +99,7 @@ def rank_to_reward(rank: np.ndarray, num_items: int) -> np.ndarray:
     """Map a 1-based rank among ``num_items`` to ``1 + 4 · (1 − ln rank / ln num_items)``.
 
     Rank 1 gives 5, the last rank gives 1. The logarithm spreads the scale over the head of
-    the ranking, where preferences differ: rank 10 of 4,606 gives ≈ 3.99, rank 100 ≈ 2.97,
+    the ranking, where preferences differ: rank 10 of 4,606 gives ≈ 3.91, rank 100 ≈ 2.82,
     and a uniformly random item ≈ 1 + 4 / ln I on average (≈ 1.47).
     """
     if num_items < 2:
