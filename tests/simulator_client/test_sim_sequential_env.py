@@ -245,3 +245,36 @@ def test_user_split_is_seeded_disjoint_and_80_20() -> None:
     assert not np.array_equal(split_users(1220, 0.2, seed=1)[1], test)
     with pytest.raises(ValueError):
         split_users(1, 0.2, seed=0)
+
+
+def test_shared_datasets_prepare_with_readme_counts(
+    shared_data_dir: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Statistics need no user model: this converts the shared data into the generic format
+    # under the cache folder, exactly as `ialp env build --name lfm` does before training.
+    lfm = _run(capsys, ["env", "stats", "lfm", "--json"])
+    assert (lfm["users"], lfm["items"], lfm["interactions"]) == (1220, 4606, 52925)
+    assert (lfm["train_users"], lfm["test_users"]) == (976, 244)
+    ind = _run(capsys, ["env", "stats", "industry", "--json"])
+    assert (ind["users"], ind["items"], ind["interactions"]) == (8442, 4385, 59427)
+    assert (ind["train_users"], ind["test_users"]) == (6754, 1688)
+    assert ind["train_interactions"] + ind["test_interactions"] == 59427
+    for name in ("lfm", "industry"):
+        manifest = json.loads((cache / "envs" / name / "manifest.json").read_text())
+        assert manifest["source"] == {"kind": "shared-data", "dataset": name}
+    with pytest.raises(SystemExit, match="shared data"):
+        main(["env", "build", "--name", "lfm", "--sequences", "x.tsv", "--items", "y.tsv"])
+
+
+def test_low_ratings_are_not_learned_as_positives() -> None:
+    from simulator_client.user_models.sequential import _training_examples
+
+    seqs = [np.asarray([0, 1, 2, 3]), np.asarray([4, 5])]
+    ratings = [np.asarray([5.0, 1.0, 4.0, 2.0]), np.asarray([3.0, 5.0])]
+    wins, targets = _training_examples(seqs, ratings, window=3, threshold=None)
+    # Midpoint of 1..5 is 3: items 1 (rated 1) and 3 (rated 2) are not targets, but item 1
+    # still appears in the history that predicts item 2.
+    assert targets.tolist() == [2, 5]
+    assert wins.tolist() == [[0, 1, 2], [0, 0, 5]]
+    _, all_targets = _training_examples(seqs, None, window=3, threshold=None)
+    assert all_targets.tolist() == [1, 2, 3, 5]
