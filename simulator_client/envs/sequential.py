@@ -121,19 +121,19 @@ class RankReward(RewardModel):
         self.num_items = model.num_items
         self.repeat_reward = float(repeat_reward)
 
-    def _masked_scores(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scores = self.model.scores(history)
+    @staticmethod
+    def _mask_history(scores: np.ndarray, history: np.ndarray) -> np.ndarray:
+        """Scores with the history's items at -inf (they never outrank a candidate)."""
         valid = history != PAD
-        rows = np.nonzero(valid)[0]
-        raw = scores.copy()
-        scores[rows, history[valid]] = -np.inf
-        return scores, raw
+        scores[np.nonzero(valid)[0], history[valid]] = -np.inf
+        return scores
 
     def reward(self, users: np.ndarray, history: np.ndarray, actions: np.ndarray) -> np.ndarray:
         history = np.asarray(history, dtype=np.int64)
         actions = np.asarray(actions, dtype=np.int64)
-        scores, raw = self._masked_scores(history)
-        own = raw[np.arange(len(actions)), actions]
+        scores = self.model.scores(history)
+        own = scores[np.arange(len(actions)), actions]
+        scores = self._mask_history(scores, history)
         rank = 1 + (scores > own[:, None]).sum(axis=1)
         out = rank_to_reward(rank, self.num_items)
         seen = (history == actions[:, None]).any(axis=1)
@@ -142,7 +142,7 @@ class RankReward(RewardModel):
 
     def reward_all(self, users: np.ndarray, history: np.ndarray, num_items: int) -> np.ndarray:
         history = np.asarray(history, dtype=np.int64)
-        scores, _ = self._masked_scores(history)
+        scores = self._mask_history(self.model.scores(history), history)
         b = len(scores)
         order = np.argsort(-scores, axis=1, kind="stable")
         rank = np.empty_like(order)
