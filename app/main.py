@@ -287,9 +287,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.settings = settings
     errors_404: dict[int | str, dict[str, Any]] = {}
-    unavailable: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse, "description": "Redis unreachable; "
-                         "see Retry-After"}}
-    unauthorized: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse, "description": "missing or wrong API key"}}
+    unavailable: dict[int | str, dict[str, Any]] = {
+        503: {"model": ErrorResponse, "description": "Redis unreachable; see Retry-After"}}
+    unauthorized: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorResponse, "description": "missing or wrong API key"}}
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:

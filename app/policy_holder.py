@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainer.publication import PolicyRegistry, VersionNotFoundError
 
@@ -88,11 +90,16 @@ class PolicyWatcher:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(channel)
+                message: Any = None
+                last_sync = -math.inf
                 while not self._stopping.is_set():
-                    with contextlib.suppress(Exception):
-                        await self.sync()
-                    # get_message returns on a notification or after poll_s.
-                    await pubsub.get_message(timeout=self.poll_s)
+                    now = time.monotonic()
+                    if message is not None or now - last_sync >= self.poll_s:
+                        last_sync = now
+                        with contextlib.suppress(Exception):
+                            await self.sync()
+                    # Short waits keep shutdown prompt whatever the poll interval.
+                    message = await pubsub.get_message(timeout=min(self.poll_s, 0.25))
             except Exception as exc:  # Redis down: keep serving, retry later
                 logger.debug("policy watcher: %s", exc)
                 with contextlib.suppress(TimeoutError):
@@ -115,7 +122,7 @@ class PolicyWatcher:
         if self._task is None:
             return
         self._stopping.set()
-        done, _ = await asyncio.wait({self._task}, timeout=self.poll_s + 5.0)
+        done, _ = await asyncio.wait({self._task}, timeout=5.0)
         if not done:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=5.0)

@@ -64,9 +64,11 @@ class Recommender:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self._queue: asyncio.Queue[RecommendCall] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         """Start the batching loop (a no-op without micro-batching)."""
+        self.loop = asyncio.get_running_loop()
         if self.micro_batching:
             self._task = asyncio.create_task(self._loop(), name="micro-batcher")
 

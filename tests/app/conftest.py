@@ -46,7 +46,15 @@ class ThreadedServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=5)
+        if self.thread.is_alive():  # pragma: no cover - diagnostics for a hung shutdown
+            import sys
+
+            loop = getattr(self.svc.recommender, "loop", None)
+            for task in asyncio.all_tasks(loop) if loop else ():
+                print("still running:", task, file=sys.stderr)
+                task.print_stack(limit=6, file=sys.stderr)
+            self.thread.join(timeout=25)
 
     @property
     def svc(self) -> Any:
