@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "ialp.commands.simulate",
     "ialp.commands.experiment",
     "ialp.commands.llm",
+    "ialp.commands.pretrain",
 ]
 
 

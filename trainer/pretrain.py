@@ -1,0 +1,244 @@
+"""iALP pre-training (Algorithm 1): an A2C policy learned from a preference judge only.
+
+For B users side by side, each step t of an episode:
+
+1. the actor of πθ samples k distinct candidate items a^k_t for the state x_1:t
+   (categorical sampling without replacement, or its top-k: ``candidates``);
+2. the judge is asked the Table 1 prompt p(s_t, a^k_t) (eq. 2);
+3. an answer naming a candidate makes it the action a_t with r^p = 1; an answer of None
+   makes a random candidate the action with r^p = 0 (eq. 3);
+4. (x_1:t, a_t, r^p, x_1:t+1) is stored in D_LLM and the next state appends a_t;
+5. A2C (eqs. 6–10) is updated on minibatches sampled from D_LLM.
+
+No simulator reward or leave rule is used: episodes start from the users' initial
+histories and run ``horizon`` steps. An unparseable reply is never guessed: by default
+(``unparseable="skip"``) its step stores no transition and the episode continues with a
+random candidate, so the state still moves on; ``"none"`` treats it as None instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy.checkpoint import save_checkpoint
+from policy.config import PolicyConfig
+from policy.judge.base import BaseJudge
+from policy.mixed import MixedPolicy
+from policy.types import pad_histories
+from trainer.learners import make_learner
+from trainer.learners.base import Learner
+from trainer.replay import ReplayBuffer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Settings of iALP pre-training (Algorithm 1)."""
+
+    epochs: int = 10
+    """Passes over the starting users (Algorithm 1's outer iterations)."""
+    horizon: int = 20
+    """Steps T of each pre-training episode."""
+    k: int = 10
+    """Candidates per prompt (labels a..j; the next label means None)."""
+    num_parallel: int = 64
+    """Episodes run side by side; their prompts go to the judge as one batch."""
+    candidates: str = "sample"
+    """"sample": k items drawn from π(·|s) without replacement; "topk": the k likeliest."""
+    exclude_history: bool = True
+    """Never offer items already in the state as candidates."""
+    unparseable: str = "skip"
+    """"skip": store nothing for that step (never guess); "none": treat as a None answer."""
+    batch_size: int = 64
+    """Minibatch size sampled from D_LLM."""
+    updates_per_step: int = 4
+    """A2C updates after each batched step (once D_LLM holds ``warmup`` transitions)."""
+    warmup: int = 256
+    """Transitions in D_LLM before the first update."""
+    buffer_capacity: int = 200_000
+    """Capacity of D_LLM (oldest transitions are dropped first)."""
+    log_every: int = 50
+    """Batched steps between log records."""
+    seed: int = 0
+    """Seeds the network, candidate sampling, None fallbacks and minibatches."""
+    a2c: dict[str, Any] = field(default_factory=dict)
+    """A2C hyperparameters (fields of trainer.learners.a2c.A2CConfig)."""
+
+    def __post_init__(self) -> None:
+        if self.candidates not in ("sample", "topk"):
+            raise ValueError(f"candidates must be 'sample' or 'topk', not {self.candidates!r}")
+        if self.unparseable not in ("skip", "none"):
+            raise ValueError(f"unparseable must be 'skip' or 'none', not {self.unparseable!r}")
+        if min(self.epochs, self.horizon, self.k, self.num_parallel, self.batch_size) < 1:
+            raise ValueError("epochs, horizon, k, num_parallel and batch_size must be >= 1")
+        if self.updates_per_step < 0 or self.warmup < 0:
+            raise ValueError("updates_per_step and warmup must be >= 0")
+
+
+@dataclass
+class PretrainResult:
+    """The pre-trained policy and what happened on the way."""
+
+    policy: MixedPolicy
+    """Inference snapshot of πθ."""
+    log: list[dict[str, Any]]
+    """Periodic records: step, transitions, losses, judge answer rates."""
+    summary: dict[str, Any]
+    """Totals: transitions, updates, answer counts, judge stats, seconds."""
+
+
+@dataclass(frozen=True)
+class StartState:
+    """Where a pre-training episode starts."""
+
+    user_id: int
+    """User id given to the policy (user embedding, if the config has one)."""
+    history: tuple[int, ...]
+    """Initial history x_1 (possibly several items), oldest first."""
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    if not rows:
+        return {}
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+
+
+def pretrain_ialp(
+    judge: BaseJudge,
+    starts: Sequence[StartState],
+    policy_config: PolicyConfig,
+    config: PretrainConfig | None = None,
+    *,
+    progress: bool = True,
+    learner: Learner | None = None,
+) -> PretrainResult:
+    """Run Algorithm 1 with ``judge`` from ``starts``; returns πθ and the training log."""
+    from tqdm import tqdm
+
+    cfg = config or PretrainConfig()
+    if not starts:
+        raise ValueError("no start states")
+    n_items = policy_config.num_items
+    if cfg.k + (policy_config.max_len if cfg.exclude_history else 0) > n_items:
+        log.warning("catalogue of %d items is small for k=%d with history exclusion", n_items,
+                    cfg.k)
+    learner = learner or make_learner("a2c", policy_config, seed=cfg.seed, **cfg.a2c)
+    buffer = ReplayBuffer(cfg.buffer_capacity, policy_config.max_len)
+    rng = np.random.default_rng(cfg.seed)
+    chunks_per_epoch = -(-len(starts) // cfg.num_parallel)
+    total_steps = cfg.epochs * chunks_per_epoch * cfg.horizon
+    counts = {"item": 0, "none": 0, "unparseable": 0}
+    records: list[dict[str, Any]] = []
+    window_losses: list[dict[str, float]] = []
+    window = {"item": 0, "none": 0, "unparseable": 0}
+    updates = transitions = step = 0
+    started = time.perf_counter()
+    bar = tqdm(total=total_steps, desc="iALP pre-training", unit="step", disable=not progress)
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(len(starts))
+        for c in range(chunks_per_epoch):
+            rows = [starts[i] for i in order[c * cfg.num_parallel : (c + 1) * cfg.num_parallel]]
+            users = [s.user_id for s in rows]
+            histories = [list(s.history) for s in rows]
+            for _t in range(cfg.horizon):
+                policy = learner.acting_policy()
+                slates = policy.act_batch(
+                    histories, k=cfg.k, explore=cfg.candidates == "sample",
+                    exclude=histories if cfg.exclude_history else None, user_ids=users, rng=rng,
+                )
+                cands = [list(s.items) for s in slates]
+                answers = judge.judge_batch(histories, cands)
+                keep: list[int] = []
+                actions = np.empty(len(rows), dtype=np.int64)
+                rewards = np.zeros(len(rows), dtype=np.float32)
+                for b, ans in enumerate(answers):
+                    kind = ans.kind
+                    counts[kind] += 1
+                    window[kind] += 1
+                    if kind == "unparseable" and cfg.unparseable == "none":
+                        kind = "none"
+                    if kind == "item" and ans.index is not None:
+                        actions[b], rewards[b] = cands[b][ans.index], 1.0
+                    else:
+                        # eq. 3: None → a random candidate with r^p = 0.
+                        actions[b] = cands[b][int(rng.integers(len(cands[b])))]
+                    if kind != "unparseable":
+                        keep.append(b)
+                before = pad_histories(histories, policy_config.max_len)
+                for b in range(len(rows)):
+                    histories[b].append(int(actions[b]))
+                after = pad_histories(histories, policy_config.max_len)
+                if keep:
+                    idx = np.asarray(keep)
+                    buffer.add_arrays(
+                        histories=before[idx], user_ids=np.asarray(users)[idx],
+                        actions=actions[idx], rewards=rewards[idx], next_histories=after[idx],
+                        # Episodes are cut at the horizon, users never leave: bootstrap.
+                        dones=np.zeros(len(idx), dtype=np.float32),
+                    )
+                    transitions += len(idx)
+                if len(buffer) >= max(cfg.warmup, 1):
+                    for _ in range(cfg.updates_per_step):
+                        window_losses.append(learner.update(buffer.sample(cfg.batch_size, rng)))
+                        updates += 1
+                step += 1
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == total_steps:
+                    asked = max(sum(window.values()), 1)
+                    rec = {
+                        "step": step, "epoch": epoch, "transitions": transitions,
+                        "updates": updates, "seconds": time.perf_counter() - started,
+                        "select_rate": window["item"] / asked,
+                        "none_rate": window["none"] / asked,
+                        "unparseable_rate": window["unparseable"] / asked,
+                        **_mean(window_losses),
+                    }
+                    records.append(rec)
+                    if window_losses:
+                        bar.set_postfix(loss=f"{rec['loss']:.3f}",
+                                        sel=f"{rec['select_rate']:.2f}")
+                    window_losses = []
+                    window = {"item": 0, "none": 0, "unparseable": 0}
+    bar.close()
+    snap = learner.snapshot()
+    asked = max(sum(counts.values()), 1)
+    summary = {
+        "steps": step, "transitions": transitions, "updates": updates,
+        "answers": dict(counts), "select_rate": counts["item"] / asked,
+        "none_rate": counts["none"] / asked, "unparseable_rate": counts["unparseable"] / asked,
+        "judge": judge.name, "judge_stats": judge.stats.as_dict(),
+        "seconds": time.perf_counter() - started, "config": asdict(cfg),
+    }
+    snap.metadata["pretrain"] = {
+        "algorithm": "iALP (Algorithm 1)", "judge": judge.name,
+        "judge_fingerprint": judge.cache_identity()[:500],
+        "transitions": transitions, "select_rate": summary["select_rate"],
+        "none_rate": summary["none_rate"],
+    }
+    return PretrainResult(policy=snap, log=records, summary=summary)
+
+
+def save_pretrain(result: PretrainResult, out_dir: str | Path,
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint to ``out_dir/policy`` and the JSON log to ``out_dir/pretrain.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = save_checkpoint(result.policy, out / "policy")
+    doc = {"summary": result.summary, "log": result.log, "checkpoint": str(path),
+           "version": result.policy.version, **(extra or {})}
+    (out / "pretrain.json").write_text(json.dumps(doc, indent=2, sort_keys=True, default=str)
+                                       + "\n", encoding="utf-8")
+    return path
+
+
+__all__ = ["PretrainConfig", "PretrainResult", "StartState", "pretrain_ialp",
+           "save_pretrain"]
