@@ -321,3 +321,7 @@ def plot_curves(results: dict[str, Any], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# Methods defined in their own modules register themselves when imported.
+import simulator_client.bandit_vw  # noqa: E402, F401  (vw-bandit)
