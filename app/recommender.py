@@ -1,7 +1,9 @@
 """Turning /v1/recommend calls into forward passes, optionally micro-batched.
 
 With micro-batching on, concurrent requests wait at most ``max_wait_ms`` for company
-and at most ``max_size`` of them share one call of ``MixedPolicy.act_batch``; the
+and at most ``max_size`` of them share one call of ``MixedPolicy.act_batch``; a lone
+request (no other call in flight) does not wait at all, and requests that arrive while
+a forward pass runs form the next batch; the
 decisions of a batch are then written to Redis in one pipeline. Forward passes run on a
 single worker thread so the event loop keeps accepting requests meanwhile.
 """
@@ -64,6 +66,7 @@ class Recommender:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self._queue: asyncio.Queue[RecommendCall] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._inflight = 0  # calls inside recommend(); bounds the useful wait
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -88,11 +91,15 @@ class Recommender:
     async def recommend(self, call: RecommendCall) -> tuple[Slate, MixedPolicy, bool]:
         """Serve one call: (slate, the policy that decided, whether the decision was
         recorded)."""
-        if self.micro_batching:
-            await self._queue.put(call)
-        else:
-            await self._serve([call])
-        return await call.future
+        self._inflight += 1
+        try:
+            if self.micro_batching:
+                await self._queue.put(call)
+            else:
+                await self._serve([call])
+            return await call.future
+        finally:
+            self._inflight -= 1
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -106,6 +113,8 @@ class Recommender:
                     continue
                 except asyncio.QueueEmpty:
                     pass
+                if self._inflight <= len(batch):
+                    break  # nobody else is waiting: waiting would only add latency
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
