@@ -25,10 +25,11 @@ class PolicyConfig:
     num_users: int = 0
     """0 = no user embedding. Otherwise user ids in ``[0, num_users)`` get their own row and
     any other id (negative, or an unseen user in the service) shares one 'unknown' row."""
-    tied_heads: bool = True
+    tied_heads: bool = False
     """Score items by a dot product with the encoder's item embeddings (as SASRec does)
-    instead of an independent output row per item: what is learned about an item as input
-    carries over to its score, and items with similar embeddings get similar scores."""
+    instead of an independent output row per item. Off by default: with the max over
+    next-state Q of eq. 8, tying made Q-values diverge on Coat (the same embedding moves the
+    input and the output of the bootstrap), see docs/policy.md."""
 
     def __post_init__(self) -> None:
         if self.num_items <= 0:

@@ -2,9 +2,9 @@
 
 Two forms (``PolicyConfig.tied_heads``):
 
-* tied (default): score(s, a) = ⟨W·s, e_a⟩ + b_a with e_a the encoder's embedding of item a,
+* tied: score(s, a) = ⟨W·s, e_a⟩ + b_a with e_a the encoder's embedding of item a,
   the SASRec scoring rule. Items share what the encoder learned about them.
-* untied: score(s, a) = ⟨w_a, s⟩ + b_a with an independent row w_a per item.
+* untied (default): score(s, a) = ⟨w_a, s⟩ + b_a with an independent row w_a per item.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from ``trainer.learners``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -90,6 +90,8 @@ class OnlineConfig:
     """Transitions stored before the first off-policy update."""
     updates_per_step: int = 1
     """Off-policy updates per batched environment step."""
+    mask_history: bool = False
+    """Never recommend an item already in the user's history (training and evaluation)."""
     eval_explore: bool = True
     """Evaluate with the policy's exploration, as it acts when deployed (True; the paper's
     curves come from the online episodes themselves), or greedily (False)."""
@@ -151,8 +153,13 @@ class LearnerAgent:
     def act(
         self, histories: np.ndarray, user_ids: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        policy = self.learner.acting_policy()
+        policy = self._masked(self.learner.acting_policy())
         return policy.act_arrays(histories, user_ids, explore=True, rng=rng)
+
+    def _masked(self, policy: MixedPolicy) -> MixedPolicy:
+        if self.config.mask_history:
+            policy.exploration = replace(policy.exploration, mask_history=True)
+        return policy
 
     def observe(self, step: StepBatch) -> dict[str, float]:
         if self.replay is not None:
@@ -224,7 +231,7 @@ class LearnerAgent:
         return self.learner.snapshot()
 
     def evaluator(self) -> EvalActor:
-        policy = self.learner.snapshot()
+        policy = self._masked(self.learner.snapshot())
         explore = self.config.eval_explore
 
         def act(

@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--eval-greedy", action="store_true",
         help="evaluate greedily instead of with each method's exploration",
     )
+    p.add_argument(
+        "--mask-history", action="store_true",
+        help="learned methods never recommend items already in the user's history",
+    )
+    p.add_argument("--max-len", type=int, default=20, help="encoder history window")
     p.add_argument("--hidden", type=int, default=64, help="encoder width")
     p.add_argument("--blocks", type=int, default=2, help="self-attention blocks")
     p.add_argument(
@@ -77,8 +82,10 @@ def _run(args: argparse.Namespace) -> int:
             online=OnlineConfig(
                 batch_size=args.batch_size, warmup=args.warmup,
                 updates_per_step=args.updates_per_step, eval_explore=not args.eval_greedy,
+                mask_history=args.mask_history,
             ),
             hidden=args.hidden,
+            max_len=args.max_len,
             blocks=args.blocks,
             hyper=hyper,
         )

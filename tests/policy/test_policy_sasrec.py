@@ -71,3 +71,21 @@ def test_older_items_change_the_state() -> None:
         base = enc(torch.tensor([[-1, -1, 1, 2]]))
         other = enc(torch.tensor([[-1, -1, 3, 2]]))
     assert not torch.allclose(base, other)
+
+
+def test_tied_heads_score_items_with_their_input_embeddings() -> None:
+    cfg = PolicyConfig(num_items=12, max_len=4, hidden=8, heads=2, blocks=1, tied_heads=True)
+    net = build_network(cfg, seed=0)
+    net.eval()
+    hist = torch.tensor([[-1, 2, 3]])
+    with torch.no_grad():
+        logits, q = net(hist)
+        assert logits.shape == q.shape == (1, 12)
+        net.encoder.item_emb.weight[1 + 7] += 1.0  # item 7 is not in the history
+        logits2, q2 = net(hist)
+    changed = (logits2 - logits).abs()[0] > 1e-7
+    assert changed.tolist() == [i == 7 for i in range(12)]
+    assert (q2 - q).abs()[0, 7] > 1e-7
+    # The shared embedding is stored once.
+    assert not any(k.startswith(("actor.score._item", "critic.score._item"))
+                   for k in net.state_dict())

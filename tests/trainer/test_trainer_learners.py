@@ -87,12 +87,12 @@ def test_factory_rejects_unknown_names() -> None:
 def test_snapshot_is_independent_and_init_is_copied() -> None:
     learner = make_learner("a2c", CFG, seed=0)
     snap = learner.snapshot()
-    weight = snap.theta.actor.proj.weight.clone()
+    weight = snap.theta.encoder.item_emb.weight.clone()
     learner.update(_batch())
-    assert torch.equal(snap.theta.actor.proj.weight, weight)
-    assert not torch.equal(learner.snapshot().theta.actor.proj.weight, weight)
+    assert torch.equal(snap.theta.encoder.item_emb.weight, weight)
+    assert not torch.equal(learner.snapshot().theta.encoder.item_emb.weight, weight)
     child = make_learner("pg", CFG, seed=9, init=snap)
-    assert torch.equal(child.snapshot().theta.actor.proj.weight, weight)
+    assert torch.equal(child.snapshot().theta.encoder.item_emb.weight, weight)
     assert child.snapshot().metadata["parent_version"] == snap.version
     assert make_learner("dqn", CFG, seed=0).snapshot().head == "q"
 

@@ -51,6 +51,14 @@ class A2CConfig:
     """Weight of an entropy bonus on π (0 = exactly eq. 10)."""
     normalize_advantage: bool = False
     """Standardise A over the minibatch before weighting the actor loss (off = eq. 9)."""
+    advantage: str = "td"
+    """``td``: A = y − Q(s_t, a_t), eq. 9 as written. ``expected``: A = y − V(s_t) with
+    V(s_t) = Σ_a π(a|s_t)·Q(s_t, a), a state baseline whose mean over π is zero, so the
+    actor is not pushed towards whatever it already samples (see docs/policy.md)."""
+
+    def __post_init__(self) -> None:
+        if self.advantage not in ("td", "expected"):
+            raise ValueError(f"advantage must be 'td' or 'expected', not {self.advantage!r}")
 
 
 class A2CLearner(BaseLearner):
@@ -90,10 +98,14 @@ class A2CLearner(BaseLearner):
             y = batch.rewards + self.hyper.gamma * (1.0 - batch.dones) * q_next  # [B]
         td = y - q_sa  # [B]
         critic_loss = td.pow(2).mean()
-        adv = td.detach()
+        log_pi = self._log_pi(batch, state)  # [B, I]
+        if self.hyper.advantage == "td":
+            adv = td.detach()
+        else:
+            v = (log_pi.exp() * q).sum(dim=1)  # [B] V(s) = E_π Q(s, ·)
+            adv = (y - v).detach()
         if self.hyper.normalize_advantage and len(adv) > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        log_pi = self._log_pi(batch, state)  # [B, I]
         log_pa = log_pi.gather(1, batch.actions[:, None]).squeeze(1)  # [B]
         actor_loss = -(log_pa * adv).mean()
         entropy = -(log_pi.exp() * log_pi).sum(dim=1).mean()
