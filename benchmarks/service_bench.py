@@ -117,7 +117,7 @@ async def _drive(base: str, path: str, bodies: list[dict[str, Any]], concurrency
     for c in conns:
         await c.close()
     return {"requests": len(lat), "errors": errors, "seconds": elapsed,
-            "throughput_rps": len(lat) / elapsed, **_percentiles(lat)}
+            "throughput_rps": len(lat) / elapsed, "latencies": lat}
 
 
 def _batch_stats(base: str) -> tuple[float, float]:
@@ -222,13 +222,15 @@ async def _trainer_commit_rate(redis_url: str, ns: str) -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/service_bench.json")
-    p.add_argument("--duration", type=float, default=4.0, help="seconds per cell")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per run")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--num-items", type=int, default=300)
     p.add_argument("--history", type=int, default=20, help="history length per request")
     p.add_argument("--batch-max-size", type=int, default=64)
     p.add_argument("--batch-max-wait-ms", type=float, default=2.0)
     p.add_argument("--feedback-events", type=int, default=2000)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="alternating runs per cell and mode (throughput: median)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -240,35 +242,51 @@ def main() -> int:
     redis = EmbeddedRedis(tmp / "redis", port=free_port()).start()
     results: list[dict[str, Any]] = []
     feedback: dict[str, Any] = {}
-    cells = [(b, e, c) for b in (True, False) for c in args.concurrency
-             for e in ("/v1/noop", "/v1/recommend")]
-    bar = tqdm(total=len(cells), desc="cells")
+    modes = {True: "batching", False: "no-batching"}
+    cells = [(c, e) for c in args.concurrency for e in ("/v1/noop", "/v1/recommend")]
+    bar = tqdm(total=len(cells) * len(modes) * args.repeats, desc="cells")
+    servers: dict[bool, tuple[subprocess.Popen[bytes], str, str]] = {}
     try:
-        for batching in (True, False):
+        # Both servers run side by side and cells alternate between them, so slow drifts
+        # in the machine's background load hit both modes alike.
+        for batching in modes:
             ns = f"bench-{uuid.uuid4().hex[:8]}"
             proc, base = _start_api(redis.url, ns, args, batching, tmp / f"api-{batching}.log")
-            try:
-                asyncio.run(_drive(base, "/v1/recommend", bodies, 8, 1.0))  # warm-up
-                for conc in args.concurrency:
-                    for endpoint in ("/v1/noop", "/v1/recommend"):
-                        before = _batch_stats(base)
-                        r = asyncio.run(_drive(base, endpoint, bodies, conc, args.duration))
-                        after = _batch_stats(base)
-                        passes = after[0] - before[0]
-                        r.update(mode="batching" if batching else "no-batching",
-                                 endpoint=endpoint, concurrency=conc,
-                                 mean_batch=(after[1] - before[1]) / passes if passes else None)
-                        results.append(r)
-                        bar.update()
-                        bar.set_postfix(last=f"{r['throughput_rps']:.0f} rps")
-                if batching:
-                    feedback = asyncio.run(_feedback_rate(
-                        base, args.feedback_events, 32, rng, args.num_items))
-                    feedback["trainer_commit"] = asyncio.run(_trainer_commit_rate(redis.url, ns))
-            finally:
-                _stop(proc)
+            servers[batching] = (proc, base, ns)
+        for _, base, _ in servers.values():
+            asyncio.run(_drive(base, "/v1/recommend", bodies, 8, 1.0))  # warm-up
+            asyncio.run(_drive(base, "/v1/recommend", bodies, 1, 0.5))
+        for conc, endpoint in cells:
+            runs: dict[bool, list[dict[str, Any]]] = {b: [] for b in modes}
+            batches: dict[bool, list[float]] = {b: [0.0, 0.0] for b in modes}
+            for _ in range(args.repeats):
+                for batching, (_, base, _) in servers.items():
+                    before = _batch_stats(base)
+                    runs[batching].append(asyncio.run(
+                        _drive(base, endpoint, bodies, conc, args.duration)))
+                    after = _batch_stats(base)
+                    batches[batching][0] += after[0] - before[0]
+                    batches[batching][1] += after[1] - before[1]
+                    bar.update()
+            for batching, rs in runs.items():
+                lat = [x for r in rs for x in r.pop("latencies")]
+                passes, total = batches[batching]
+                results.append({
+                    "mode": modes[batching], "endpoint": endpoint, "concurrency": conc,
+                    "requests": sum(r["requests"] for r in rs),
+                    "errors": sum(r["errors"] for r in rs),
+                    "throughput_rps": float(np.median([r["throughput_rps"] for r in rs])),
+                    "throughput_rps_runs": [r["throughput_rps"] for r in rs],
+                    **_percentiles(lat),
+                    "mean_batch": total / passes if passes else None})
+        _, base, ns = servers[True]
+        feedback = asyncio.run(_feedback_rate(base, args.feedback_events, 32, rng,
+                                              args.num_items))
+        feedback["trainer_commit"] = asyncio.run(_trainer_commit_rate(redis.url, ns))
     finally:
         bar.close()
+        for proc, _, _ in servers.values():
+            _stop(proc)
         redis.stop()
     import torch
 
