@@ -86,8 +86,9 @@ class TrainerSettings(BaseSettings):
     keep_versions: int = Field(default=5, ge=1, description="Versions kept for rollback.")
     group: str = Field(default="trainer", description="Consumer group name.")
     consumer: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
-        description="Consumer name (stable across restarts to re-read own pending).")
+        default_factory=lambda: f"trainer-{socket.gethostname()}",
+        description="Consumer name; stable across restarts so a restarted trainer re-reads "
+        "its own pending entries (give each trainer on one host its own name).")
     read_count: int = Field(default=256, ge=1, description="Entries per stream read.")
     block_ms: int = Field(default=500, ge=1, description="Longest blocking read.")
     claim_idle_ms: int = Field(default=30_000, ge=1, description="Idle time after which "
