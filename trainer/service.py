@@ -182,6 +182,12 @@ class TrainerService:
         self._stop = asyncio.Event()
 
     # -- set-up ------------------------------------------------------------------------
+    @property
+    def learner_owns_scheme(self) -> bool:
+        """Whether the learner implements the scheme itself (method "ap" or "ft"), so its
+        snapshot (β, θ and α) is published as is."""
+        return self.settings.method in ("ap", "ft")
+
     def _schedule_alpha(self, updates: int) -> float:
         if self.settings.scheme != "ap":
             return 0.0
@@ -199,7 +205,11 @@ class TrainerService:
 
         s = self.settings
         opts = dict(s.learner_options)
-        if s.scheme == "ap":
+        if self.learner_owns_scheme:
+            # An A-iALP learner (registered as "ap"/"ft") mixes and anneals by itself.
+            self.theta = None
+            init = policy
+        elif s.scheme == "ap":
             if policy.scheme == "ap" and policy.beta is not None:
                 theta_net, beta_net = policy.theta, policy.beta
             else:
@@ -226,7 +236,10 @@ class TrainerService:
 
         snap = self.learner.snapshot()
         alpha = self._schedule_alpha(self.state.updates)
-        if self.settings.scheme == "ap" and snap.scheme != "ap":
+        if self.learner_owns_scheme:
+            policy = snap
+            policy.version = version
+        elif self.settings.scheme == "ap" and snap.scheme != "ap":
             assert self.theta is not None
             policy = MixedPolicy(self.theta.theta, snap.theta, alpha=alpha, scheme="ap",
                                  version=version, head=snap.head,
