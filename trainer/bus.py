@@ -95,8 +95,9 @@ class FeedbackBus(Protocol):
         """Committed transitions not yet consumed by an update (survives restarts)."""
         ...
 
-    async def consume_buffer(self, n: int) -> None:
-        """Drop the oldest ``n`` buffered transitions after an update used them."""
+    async def consume_buffer(self, n: int, *, learned_total: int | None = None) -> None:
+        """Drop the oldest ``n`` buffered transitions after an update used them and, in
+        the same step, record ``learned_total`` as the ``events_learned`` counter."""
         ...
 
     async def dead_letter(self, deliveries: Sequence[tuple[str, str, str]]) -> None:
@@ -296,10 +297,15 @@ class RedisStreamBus:
         raw = await self.client.lrange(self.keys.trainer_buffer, 0, -1)
         return [transition_from_json(x) for x in raw]
 
-    async def consume_buffer(self, n: int) -> None:
-        """LTRIM the first ``n`` buffered transitions."""
-        if n > 0:
-            await self.client.ltrim(self.keys.trainer_buffer, n, -1)
+    async def consume_buffer(self, n: int, *, learned_total: int | None = None) -> None:
+        """LTRIM the first ``n`` buffered transitions (and set the learned counter) in
+        one transaction."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            if n > 0:
+                pipe.ltrim(self.keys.trainer_buffer, n, -1)
+            if learned_total is not None:
+                pipe.hset(self.keys.trainer_stats, "events_learned", int(learned_total))
+            await pipe.execute()
 
     async def dead_letter(self, deliveries: Sequence[tuple[str, str, str]]) -> None:
         """XADD to the dead-letter stream, then XACK the originals."""
@@ -408,9 +414,11 @@ class InMemoryBus:
         """The buffer (oldest first)."""
         return list(self._buffer)
 
-    async def consume_buffer(self, n: int) -> None:
+    async def consume_buffer(self, n: int, *, learned_total: int | None = None) -> None:
         """Drop the oldest ``n``."""
         del self._buffer[:n]
+        if learned_total is not None:
+            self.counters["events_learned"] = int(learned_total)
 
     async def dead_letter(self, deliveries: Sequence[tuple[str, str, str]]) -> None:
         """Park and acknowledge."""

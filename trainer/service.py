@@ -178,6 +178,8 @@ class TrainerService:
         self.policy: MixedPolicy | None = None  # last published
         self.num_items = 0
         self.max_len = 0
+        self._publication_due = False
+        self._unconsumed = 0  # learned transitions still in the durable buffer
         self._last_new = time.monotonic()
         self._stop = asyncio.Event()
 
@@ -302,14 +304,16 @@ class TrainerService:
         redis_learned = int(stats.get("events_learned", 0))
         if saved is not None and saved.events_learned > redis_learned:
             stale = min(saved.events_learned - redis_learned, len(self.buffer))
-            await self.bus.consume_buffer(stale)
+            await self.bus.consume_buffer(stale, learned_total=saved.events_learned)
             del self.buffer[:stale]
-            await self._write_stats({"events_learned": saved.events_learned})
         self.policy = policy
-        if await self.registry.current_version() is None:
-            # Nothing served yet (or Redis was wiped): publish the starting point. A
-            # current version that differs from ours is a rollback, followed in step().
-            await self._publish(parent=None if saved is None else saved.version)
+        current = await self.registry.current_version()
+        unpublished = saved is not None and saved.version not in await self.registry.versions()
+        if current is None or unpublished:
+            # Nothing served yet (or Redis was wiped), or the trainer died between saving
+            # a version and publishing it: publish what we have. A current version that
+            # differs from a published one of ours is a rollback, followed in step().
+            await self._publish(parent=current)
         self.metrics.buffer.set(len(self.buffer))
         self.metrics.version.set(self.state.version)
         self.metrics.alpha.set(self._schedule_alpha(self.state.updates))
@@ -338,6 +342,7 @@ class TrainerService:
             self._last_new = time.monotonic()
             self.buffer.extend(new)
             self.metrics.events_buffered.inc(len(new))
+        await self.flush()  # a publication that failed earlier goes first
         await self.follow_rollback()
         every = self.settings.update_every
         while len(self.buffer) >= every:
@@ -365,7 +370,12 @@ class TrainerService:
         return True
 
     async def update(self, batch: list[Transition]) -> dict[str, float]:
-        """One learner update on ``batch`` (the oldest buffered), then publish."""
+        """One learner update on ``batch`` (the oldest buffered), then publish.
+
+        The batch leaves the in-memory buffer as soon as the learner has used it; if
+        publishing fails (Redis down), the publication and the trimming of the durable
+        buffer are retried by the next :meth:`step`, so a batch is never learned twice.
+        """
         from trainer.batch import TransitionBatch
 
         start = time.perf_counter()
@@ -377,13 +387,26 @@ class TrainerService:
         stats = await asyncio.to_thread(_learn)
         self.state.updates += 1
         self.state.events_learned += len(batch)
-        await self._publish(parent=self.state.version)
-        await self.bus.consume_buffer(len(batch))
         del self.buffer[: len(batch)]
+        self._unconsumed += len(batch)
+        self._publication_due = True
         self.metrics.events_learned.inc(len(batch))
         self.metrics.updates.inc()
+        await self.flush()
         self.metrics.update_seconds.observe(time.perf_counter() - start)
         return stats
+
+    async def flush(self) -> None:
+        """Publish the learned state and trim the durable buffer, if still due."""
+        if self._publication_due:
+            await self._publish(parent=self.state.version)
+            self._publication_due = False
+        if self._unconsumed:
+            # Trim and count in one transaction: a restart compares this count with the
+            # one on disk to drop transitions already inside a published version.
+            await self.bus.consume_buffer(self._unconsumed,
+                                          learned_total=self.state.events_learned)
+            self._unconsumed = 0
 
     async def _publish(self, parent: int | None) -> None:
         from policy.checkpoint import policy_to_bytes, save_checkpoint
@@ -391,14 +414,14 @@ class TrainerService:
         version = await self.registry.next_version()
         policy = self._compose(version, parent)
         blob = await asyncio.to_thread(policy_to_bytes, policy)
-        self.state.version = version
         # Disk first: a restart must never resume from something older than Redis serves.
+        on_disk = TrainerState(version, self.state.updates, self.state.events_learned)
         await asyncio.to_thread(save_checkpoint, policy, self.settings.state_dir / POLICY_DIR)
-        await asyncio.to_thread(self.state.save, self.settings.state_dir)
+        await asyncio.to_thread(on_disk.save, self.settings.state_dir)
         await self.registry.publish(policy, blob)
+        self.state.version = version
         self.policy = policy
-        await self._write_stats({"events_learned": self.state.events_learned,
-                                 "updates": self.state.updates, "version": version})
+        await self._write_stats({"updates": self.state.updates, "version": version})
         self.metrics.version.set(version)
         self.metrics.alpha.set(policy.alpha)
         logger.info("published version %d (α=%.3f, %d updates, %d events learned)",
