@@ -111,3 +111,21 @@ def test_replay_buffer_wraps_and_samples() -> None:
     assert torch.equal(batch.next_histories[:, -1], batch.actions)
     with pytest.raises(ValueError, match="empty"):
         ReplayBuffer(5, 3).sample(1, np.random.default_rng(0))
+
+
+def test_a2c_expected_advantage_uses_the_policy_weighted_q() -> None:
+    learner = make_learner("a2c", CFG, seed=2, target_tau=0.0, gamma=0.5, advantage="expected")
+    batch = _batch(8)
+    net = learner.net  # type: ignore[attr-defined]
+    net.eval()
+    with torch.no_grad():
+        logits, q = net(batch.histories, batch.user_ids)
+        q_next = net.q_values(batch.next_histories, batch.user_ids).max(1).values
+        y = batch.rewards + 0.5 * (1 - batch.dones) * q_next
+        pi = torch.softmax(logits, 1)
+        adv = y - (pi * q).sum(1)
+        logp = torch.log(pi)[torch.arange(8), batch.actions]
+    got = learner.loss(batch)
+    assert got["actor_loss"] == pytest.approx(float(-(logp * adv).mean()), rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="advantage"):
+        make_learner("a2c", CFG, seed=0, advantage="gae")
