@@ -1,0 +1,143 @@
+"""Highest open-loop rate the service holds with p99 < 50 ms, per catalogue size.
+
+For each catalogue (Coat 300, Industry 4,385, LFM 4,606 items and a synthetic 100,000-item
+one) this starts an embedded redis-server, ``ialp serve`` and ``ialp trainer`` on this
+machine, then runs ``ialp loadtest`` phases at rising arrival rates (each phase measures
+the no-op endpoint and the recommend+feedback mix for the same duration) until p99 of the
+mix exceeds the budget or requests fail. Results: benchmarks/results/loadtest_sweep.json.
+
+    .venv/bin/python benchmarks/loadtest_sweep.py [--duration 5] [--only coat]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from policy.types import PAD  # noqa: E402
+from simulator_client.loadtest import LoadConfig, run_loadtest  # noqa: E402
+from trainer.redis_server import EmbeddedRedis, free_port  # noqa: E402
+
+CATALOGUES = {"coat": 300, "industry": 4385, "lfm": 4606, "synthetic-100k": 100_000}
+RATES = [25, 50, 100, 150, 200, 300, 400, 600, 800, 1200]
+
+
+def _histories(name: str, n_items: int, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    if name.startswith("synthetic"):
+        return [rng.integers(0, n_items, size=int(k)).tolist()
+                for k in rng.integers(1, 21, size=1000)]
+    from simulator_client.registry import make_env
+
+    env = make_env(name, "test", progress=False)
+    obs = env.reset(env.sample_users(1000, rng))
+    out = [row[row != PAD].tolist() for row in obs.history]
+    return [h if h else [int(rng.integers(0, n_items))] for h in out]
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as fh:
+        return subprocess.Popen([sys.executable, "-m", "ialp", *args], cwd=ROOT, stdout=fh,
+                                stderr=subprocess.STDOUT)
+
+
+def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: float
+           ) -> dict[str, Any]:
+    redis = EmbeddedRedis(tmp / f"redis-{name}", port=free_port(), persistence=True).start()
+    port = free_port()
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    common = ["--redis-url", redis.url, "--namespace", ns, "--num-items", str(n_items)]
+    procs = [
+        _spawn(["trainer", *common, "--state-dir", str(tmp / f"state-{ns}")],
+               tmp / f"{name}-trainer.log"),
+        _spawn(["serve", *common, "--port", str(port), "--enable-noop"],
+               tmp / f"{name}-api.log"),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    steps: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"service for {name} did not start; see {tmp}")
+            time.sleep(0.3)
+        histories = _histories(name, n_items, seed=0)
+        for rate in RATES:
+            config = LoadConfig(duration_s=duration, rate=rate, concurrency=None,
+                                feedback_ratio=0.5, learn_wait_s=0.0)
+            report = asyncio.run(run_loadtest(url, config, histories=histories))
+            phases = report["phases"]
+            mix = phases["recommend+feedback"]
+            step = {"rate": rate, "mix": mix, "noop": next(v for k, v in phases.items()
+                                                          if k != "recommend+feedback"),
+                    "ratios_to_noop": report["ratios_to_noop"]}
+            ok = (mix["p99_ms"] < p99_budget_ms and not mix["errors_by_status"]
+                  and mix["dropped"] == 0)
+            step["holds"] = ok
+            steps.append(step)
+            print(f"{name:>15} rate {rate:>5}/s: p50 {mix['p50_ms']:.1f} ms, p99 "
+                  f"{mix['p99_ms']:.1f} ms, {mix['throughput_rps']:.0f} ok/s, "
+                  f"errors {mix['errors_by_status']} → {'holds' if ok else 'fails'}",
+                  flush=True)
+            if not ok:
+                break
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        redis.stop()
+    held = [s["rate"] for s in steps if s["holds"]]
+    return {"catalogue": name, "num_items": n_items,
+            "max_rate_p99_under_budget": max(held) if held else 0, "steps": steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per phase")
+    parser.add_argument("--only", nargs="*", default=list(CATALOGUES))
+    parser.add_argument("--p99-ms", type=float, default=50.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/loadtest_sweep.json")
+    args = parser.parse_args()
+    tmp = ROOT / "runs" / "bench-loadtest"
+    tmp.mkdir(parents=True, exist_ok=True)
+    results = [_sweep(n, CATALOGUES[n], args.duration, tmp, args.p99_ms) for n in args.only]
+    payload = {
+        "benchmark": "loadtest_sweep",
+        "command": "python benchmarks/loadtest_sweep.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "p99_budget_ms": args.p99_ms,
+        "phase_seconds": args.duration,
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2))
+    for r in results:
+        print(f"{r['catalogue']:>15}: {r['max_rate_p99_under_budget']} req/s with p99 < "
+              f"{args.p99_ms:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
