@@ -140,7 +140,8 @@ class TrainerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.events_learned = Counter("ialp_trainer_events_learned",
-                                      "Transitions consumed by updates.", registry=r)
+                                      "Transitions learned into a published version.",
+                                      registry=r)
         self.events_buffered = Counter("ialp_trainer_events_buffered",
                                        "Transitions committed to the replay buffer.",
                                        registry=r)
@@ -148,7 +149,8 @@ class TrainerMetrics:
                                   "Deliveries of already learned event ids.", registry=r)
         self.dead_lettered = Counter("ialp_trainer_dead_lettered",
                                      "Entries parked in the dead-letter stream.", registry=r)
-        self.updates = Counter("ialp_trainer_updates", "Learner updates.", registry=r)
+        self.updates = Counter("ialp_trainer_updates",
+                               "Learner updates inside a published version.", registry=r)
         self.update_seconds = Histogram("ialp_trainer_update_seconds",
                                         "Duration of one update + publication.", registry=r)
         self.version = Gauge("ialp_trainer_policy_version", "Last published version.",
@@ -180,6 +182,8 @@ class TrainerService:
         self.max_len = 0
         self._publication_due = False
         self._unconsumed = 0  # learned transitions still in the durable buffer
+        self._unpublished_events = 0
+        self._unpublished_updates = 0
         self._last_new = time.monotonic()
         self._stop = asyncio.Event()
 
@@ -390,8 +394,8 @@ class TrainerService:
         del self.buffer[: len(batch)]
         self._unconsumed += len(batch)
         self._publication_due = True
-        self.metrics.events_learned.inc(len(batch))
-        self.metrics.updates.inc()
+        self._unpublished_events += len(batch)
+        self._unpublished_updates += 1
         await self.flush()
         self.metrics.update_seconds.observe(time.perf_counter() - start)
         return stats
@@ -401,6 +405,10 @@ class TrainerService:
         if self._publication_due:
             await self._publish(parent=self.state.version)
             self._publication_due = False
+            # Counted once published, so the metrics describe what replicas can serve.
+            self.metrics.events_learned.inc(self._unpublished_events)
+            self.metrics.updates.inc(self._unpublished_updates)
+            self._unpublished_events = self._unpublished_updates = 0
         if self._unconsumed:
             # Trim and count in one transaction: a restart compares this count with the
             # one on disk to drop transitions already inside a published version.
