@@ -19,7 +19,8 @@ class RecommendRequest(BaseModel):
         ]},
     )
 
-    user_id: int = Field(ge=0, description="User id (non-negative integer).", examples=[17])
+    user_id: int = Field(ge=0, le=2**63 - 1, description="User id (non-negative 64-bit "
+                         "integer).", examples=[17])
     history: list[int] = Field(
         min_length=1, max_length=_HARD_MAX,
         description="Item ids the user interacted with, oldest first (non-empty; at most "

@@ -81,6 +81,8 @@ def test_recommend_returns_a_recorded_slate(http: httpx.Client, server: Threaded
     ({"k": 6}, ["body", "k"]),
     ({"exclude": [40]}, ["body", "exclude", 0]),
     ({"user_id": -1}, ["body", "user_id"]),
+    ({"user_id": 2**64}, ["body", "user_id"]),
+    ({"history": [10**30]}, ["body", "history", 0]),
     ({"history": "1,2"}, ["body", "history"]),
     ({"surprise": 1}, ["body", "surprise"]),
 ])
