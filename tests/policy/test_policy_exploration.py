@@ -92,3 +92,31 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError, match="distinct"):
         draw_slates(np.ones((1, 3)) / 3, np.array([[True, False, False]]), 2,
                     strategy="greedy", epsilon=0.0, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "epsilon", "categorical"])
+def test_large_catalogue_slates_respect_masks_and_mass(strategy: str) -> None:
+    rng = np.random.default_rng(7)
+    n = 5000
+    p = _probs(rng, 6, n)
+    p[:, :3] = 0.0  # zero-probability items may still fill a slate, but only if allowed
+    p /= p.sum(axis=1, keepdims=True)
+    allowed = rng.random((6, n)) > 0.5
+    items, props = draw_slates(p, allowed, 20, strategy=strategy, epsilon=0.3, rng=rng)
+    for row in range(6):
+        assert len(set(items[row].tolist())) == 20
+        assert allowed[row, items[row]].all()
+    assert ((props > 0) & (props <= 1)).all()
+    if strategy == "greedy":
+        masked = np.where(allowed, p, -1.0)
+        expected = np.argsort(-masked, axis=1, kind="stable")[:, :20]
+        np.testing.assert_array_equal(items, expected)
+
+
+def test_categorical_falls_back_to_uniform_over_allowed_when_mass_is_zero() -> None:
+    p = np.array([[1.0, 0.0, 0.0, 0.0, 0.0]])
+    allowed = np.array([[False, True, True, False, True]])
+    items, props = draw_slates(p, allowed, 3, strategy="categorical", epsilon=0.0,
+                               rng=np.random.default_rng(0))
+    assert sorted(items[0].tolist()) == [1, 2, 4]
+    np.testing.assert_allclose(props[0], [1 / 3, 1 / 2, 1.0])
