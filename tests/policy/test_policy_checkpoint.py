@@ -83,10 +83,9 @@ def test_overwrite_replaces_atomically_without_leftovers(tmp_path: Path) -> None
     save_checkpoint(second, tmp_path / "current")
     assert [p.name for p in tmp_path.iterdir()] == ["current"]
     loaded = load_checkpoint(tmp_path / "current")
-    assert torch.equal(
-        loaded.theta.encoder.item_emb.weight, second.theta.encoder.item_emb.weight
-    )
-    assert not torch.equal(loaded.theta.encoder.item_emb.weight, first.theta.encoder.item_emb.weight)
+    weight = loaded.theta.encoder.item_emb.weight
+    assert torch.equal(weight, second.theta.encoder.item_emb.weight)
+    assert not torch.equal(weight, first.theta.encoder.item_emb.weight)
 
 
 def test_init_policy_is_seeded() -> None:
