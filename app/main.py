@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 
 from app.decisions import DecisionStore
+from app.limits import BodySizeLimitMiddleware, RateLimitMiddleware, TokenBuckets
 from app.metrics import LatencyMiddleware, ServiceMetrics
 from app.policy_holder import PolicyHolder, PolicyWatcher
 from app.recommender import RecommendCall, Recommender
@@ -40,7 +41,7 @@ from app.schemas import (
 from app.settings import ServiceSettings
 from trainer.bus import RedisStreamBus
 from trainer.keys import RedisKeys
-from trainer.publication import PolicyRegistry, VersionNotFoundError
+from trainer.publication import PolicyRegistry, VersionNotFoundError, nonfinite_parameters
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -88,8 +89,12 @@ async def _initial_policy(settings: ServiceSettings, registry: PolicyRegistry) -
         version = await registry.current_version()
         if version is not None:
             policy = await registry.load(version)
-            logger.info("loaded current policy version %d from Redis", version)
-            return policy
+            bad = await asyncio.to_thread(nonfinite_parameters, policy)
+            if not bad:
+                logger.info("loaded current policy version %d from Redis", version)
+                return policy
+            logger.error("current version %d has non-finite values (%s); serving the "
+                         "local policy", version, ", ".join(bad[:5]))
     except _redis_errors() as exc:
         logger.warning("Redis unreachable at start-up (%s); serving the local policy", exc)
     except VersionNotFoundError as exc:
@@ -161,7 +166,8 @@ def _make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Any:
 
         holder = PolicyHolder(policy, on_swap=on_swap)
         watcher = PolicyWatcher(holder, registry, poll_s=settings.policy_poll_s,
-                                expected_num_items=policy.num_items)
+                                expected_num_items=policy.num_items,
+                                on_reject=metrics.policy_rejected.inc)
         store = DecisionStore(
             client, keys, ttl_s=settings.decision_ttl_s,
             default_reward_after_s=(settings.default_reward_after_s
@@ -201,19 +207,32 @@ def _svc(request: Request) -> ServiceState:
     return svc
 
 
+def _check_key(given: str | None, expected: Any) -> None:
+    """Constant-time comparison; the key never appears in an answer or a log line."""
+    if expected is None:
+        return
+    if not hmac.compare_digest((given or "").encode(), expected.get_secret_value().encode()):
+        raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER} header",
+                            headers={"WWW-Authenticate": "ApiKey"})
+
+
 def require_api_key(
     request: Request,
     x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER,
                                             description="API key (when configured)")] = None,
 ) -> None:
-    """Check the API key header for feedback and admin calls (constant-time compare)."""
-    expected = _svc(request).settings.api_key
-    if expected is None:
-        return
-    given = (x_api_key or "").encode()
-    if not hmac.compare_digest(given, expected.get_secret_value().encode()):
-        raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER} header",
-                            headers={"WWW-Authenticate": "ApiKey"})
+    """Check the API key header for feedback calls (constant-time compare)."""
+    _check_key(x_api_key, _svc(request).settings.api_key)
+
+
+def require_admin_key(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER,
+                                            description="admin key (when configured)")] = None,
+) -> None:
+    """Admin calls need ``admin_api_key`` when set, else ``api_key`` (when set)."""
+    settings = _svc(request).settings
+    _check_key(x_api_key, settings.admin_api_key or settings.api_key)
 
 
 def _error(loc: tuple[str | int, ...], msg: str, kind: str, value: Any) -> dict[str, Any]:
@@ -283,6 +302,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         "new versions are hot-swapped without a restart.",
         lifespan=_make_lifespan(settings, metrics),
     )
+    # Added innermost first: latency wraps everything, the body limit sits next to routes.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.rate_limit_per_s is not None:
+        app.add_middleware(RateLimitMiddleware, buckets=TokenBuckets(
+            settings.rate_limit_per_s, settings.rate_limit_burst,
+            settings.rate_limit_clients), on_limited=metrics.rate_limited.inc)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.state.metrics = metrics
     app.state.settings = settings
@@ -391,7 +416,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
               summary="Serve an earlier kept version (admin)",
               responses={404: {"model": ErrorResponse, "description": "version not kept"},
                          **unauthorized, **unavailable})
-    async def rollback(request: Request, _auth: Annotated[None, Depends(require_api_key)],
+    async def rollback(request: Request, _auth: Annotated[None, Depends(require_admin_key)],
                        body: Annotated[RollbackRequest | None, Body()] = None) -> PolicyInfo:
         """Make an earlier version current for every replica; the trainer continues
         from it."""

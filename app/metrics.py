@@ -52,6 +52,11 @@ class ServiceMetrics:
         self.policy_alpha = Gauge("ialp_policy_alpha", "α of the served policy.", registry=r)
         self.policy_swaps = Counter(
             "ialp_policy_swaps_total", "Hot swaps of the served policy.", registry=r)
+        self.rate_limited = Counter(
+            "ialp_rate_limited_total", "Requests refused with 429 (rate limit).", registry=r)
+        self.policy_rejected = Counter(
+            "ialp_policy_rejected_total", "Published versions this replica refused to "
+            "serve (non-finite weights, wrong catalogue).", registry=r)
         self.redis_up = Gauge(
             "ialp_redis_up", "1 when the last Redis call succeeded.", registry=r)
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from trainer.publication import PolicyRegistry, VersionNotFoundError
+from trainer.publication import PolicyRegistry, VersionNotFoundError, nonfinite_parameters
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -52,8 +52,12 @@ class PolicyWatcher:
     """Follows ``current`` in Redis: pub/sub notifications plus a periodic version check."""
 
     def __init__(self, holder: PolicyHolder, registry: PolicyRegistry, *,
-                 poll_s: float = 0.5, expected_num_items: int | None = None) -> None:
-        """Swap ``holder`` whenever Redis names another version."""
+                 poll_s: float = 0.5, expected_num_items: int | None = None,
+                 on_reject: Callable[[], None] | None = None) -> None:
+        """Swap ``holder`` whenever Redis names another version; ``on_reject`` is called
+        when a version is refused (metrics)."""
+        self.on_reject = on_reject
+        self._refused: int | None = None  # last refused version (log it once)
         self.holder = holder
         self.registry = registry
         self.poll_s = poll_s
@@ -66,7 +70,8 @@ class PolicyWatcher:
         """Load the current version if it differs from the served one; True on swap."""
         async with self._lock:
             version = await self.registry.current_version()
-            if version is None or version == self.holder.policy.version:
+            if version is None or version == self.holder.policy.version or \
+                    version == self._refused:
                 return False
             try:
                 policy = await self.registry.load(version)
@@ -78,9 +83,20 @@ class PolicyWatcher:
                     policy.num_items != self.expected_num_items:
                 logger.error("version %d has %d items, catalogue has %d; not swapping",
                              version, policy.num_items, self.expected_num_items)
-                return False
+                return self._refuse(version)
+            bad = await asyncio.to_thread(nonfinite_parameters, policy)
+            if bad:
+                logger.error("version %d has non-finite values (%s); keeping version %d",
+                             version, ", ".join(bad[:5]), self.holder.policy.version)
+                return self._refuse(version)
             self.holder.swap(policy)
             return True
+
+    def _refuse(self, version: int) -> bool:
+        self._refused = version
+        if self.on_reject is not None:
+            self.on_reject()
+        return False
 
     async def run(self) -> None:
         """Loop until :meth:`stop`: wait for a notification (or the poll interval), sync."""

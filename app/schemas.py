@@ -65,8 +65,10 @@ class FeedbackRequest(BaseModel):
              "done": False}]},
     )
 
-    event_id: str = Field(min_length=1, max_length=128,
-                          description="event_id returned by /v1/recommend.")
+    # The id becomes part of Redis key names: only the characters the service issues.
+    event_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$",
+                          description="event_id returned by /v1/recommend (letters, "
+                          "digits, '-' and '_').")
     item_id: int = Field(ge=0, description="The recommended item the feedback is about.")
     reward: float = Field(allow_inf_nan=False, description="Finite reward (e.g. rating).",
                           examples=[4.0])

@@ -62,6 +62,29 @@ class ServiceSettings(BaseSettings):
     api_key: SecretStr | None = Field(
         default=None, description="When set, /v1/feedback and admin calls need the "
         "X-API-Key header with this value.")
+    admin_api_key: SecretStr | None = Field(
+        default=None, description="When set, admin calls (rollback) need the X-API-Key "
+        "header with this value instead of api_key; unset: admin calls use api_key.")
+    max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Largest request body; larger ones are "
+        "answered 413 before parsing.")
+    rate_limit_per_s: float | None = Field(
+        default=None, gt=0.0, description="Requests per second allowed per API key (per "
+        "client address without a key), token bucket per replica; unset: no limit.")
+    rate_limit_burst: int = Field(
+        default=50, ge=1, description="Token bucket size of the rate limit.")
+    rate_limit_clients: int = Field(
+        default=10_000, ge=1, description="Buckets remembered (least recently used are "
+        "dropped), so random keys cannot exhaust memory.")
+    timeout_keep_alive_s: int = Field(
+        default=5, ge=1, description="uvicorn: close idle keep-alive connections after "
+        "this many seconds.")
+    limit_concurrency: int | None = Field(
+        default=1000, ge=1, description="uvicorn: connections + tasks above this are "
+        "answered 503 at once instead of queuing.")
+    h11_max_incomplete_event_size: int = Field(
+        default=16 * 1024, ge=1024, description="uvicorn (h11): largest request line + "
+        "headers in bytes.")
     policy_poll_s: float = Field(
         default=0.5, gt=0.0, description="Version check interval besides pub/sub.")
     keep_versions: int = Field(default=5, ge=1, description="Policy versions kept.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from trainer.keys import RedisKeys
@@ -36,6 +37,25 @@ def policy_summary(policy: MixedPolicy) -> dict[str, Any]:
     meta.update(version=int(policy.version), alpha=float(policy.alpha),
                 scheme=str(policy.scheme), num_items=int(policy.num_items))
     return meta
+
+
+def nonfinite_parameters(policy: MixedPolicy) -> list[str]:
+    """Names of the policy's tensors (and ``alpha``) holding NaN or ±inf; empty when the
+    policy is safe to serve."""
+    import torch
+
+    bad: list[str] = []
+    if not math.isfinite(float(policy.alpha)):
+        bad.append("alpha")
+    nets: list[tuple[str, Any]] = [("theta", policy.theta)]
+    if policy.beta is not None:
+        nets.append(("beta", policy.beta))
+    for prefix, net in nets:
+        for name, tensor in net.state_dict().items():
+            if torch.is_tensor(tensor) and tensor.is_floating_point() and \
+                    not bool(torch.isfinite(tensor).all()):
+                bad.append(f"{prefix}.{name}")
+    return bad
 
 
 class PolicyRegistry:

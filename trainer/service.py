@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -36,7 +37,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policy.types import Transition
 from trainer.bus import Delivery, FeedbackBus, transition_to_json
-from trainer.publication import PolicyRegistry
+from trainer.guardrail import GuardConfig, RewardGuard
+from trainer.publication import PolicyRegistry, nonfinite_parameters
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -100,6 +102,20 @@ class TrainerSettings(BaseSettings):
                              "event ids are remembered.")
     metrics_port: int = Field(default=0, ge=0, description="Prometheus port (0: off).")
     torch_threads: int = Field(default=1, ge=1, description="Intra-op threads of torch.")
+    guard_window: int = Field(
+        default=2000, ge=0, description="Reward guardrail: feedback transitions compared "
+        "per check (sliding window; 0 disables the guardrail).")
+    guard_min_samples: int = Field(
+        default=50, ge=2, description="Reward guardrail: samples each source (theta, beta) "
+        "needs in the window before a verdict.")
+    guard_z: float = Field(
+        default=3.0, gt=0.0, description="Reward guardrail: one-sided z threshold of "
+        "mean_theta - mean_beta.")
+    guard_margin: float = Field(
+        default=0.0, ge=0.0, description="Reward guardrail: reward gap tolerated.")
+    guard_backoff: float = Field(
+        default=0.5, ge=0.0, lt=1.0, description="Reward guardrail: on alarm the α "
+        "schedule's step is multiplied by this.")
 
 
 @dataclass
@@ -112,6 +128,18 @@ class TrainerState:
     """Learner updates so far (the α schedule's step)."""
     events_learned: int = 0
     """Transitions consumed by updates."""
+    alpha_step: int | None = None
+    """Step of the α schedule (``None``: equal to ``updates``); the reward guardrail
+    pulls it back, so it can lag ``updates``."""
+
+    def __post_init__(self) -> None:
+        if self.alpha_step == self.updates:
+            self.alpha_step = None  # one representation of "the schedule follows updates"
+
+    @property
+    def anneal_step(self) -> int:
+        """The α schedule's step."""
+        return self.updates if self.alpha_step is None else self.alpha_step
 
     def save(self, directory: Path) -> None:
         """Atomic write of ``trainer_state.json``."""
@@ -127,7 +155,9 @@ class TrainerState:
         if not path.is_file():
             return None
         d = json.loads(path.read_text())
-        return cls(int(d["version"]), int(d["updates"]), int(d["events_learned"]))
+        step = d.get("alpha_step")
+        return cls(int(d["version"]), int(d["updates"]), int(d["events_learned"]),
+                   None if step is None else int(step))
 
 
 class TrainerMetrics:
@@ -159,6 +189,35 @@ class TrainerMetrics:
                            registry=r)
         self.buffer = Gauge("ialp_trainer_buffer_size", "Transitions awaiting an update.",
                             registry=r)
+        self.rejected_updates = Counter(
+            "ialp_trainer_rejected_updates", "Updates not published because the loss or "
+            "the weights became non-finite (the last good version stays served).",
+            ["reason"], registry=r)
+        for reason in ("nonfinite_loss", "nonfinite_weights"):
+            self.rejected_updates.labels(reason=reason)
+        self.events_rejected = Counter(
+            "ialp_trainer_events_rejected", "Transitions of rejected updates (consumed, "
+            "not learned).", registry=r)
+        self.guard_alarm = Gauge(
+            "ialp_trainer_guardrail_alarm", "1 while the learnable policy's online reward "
+            "is measurably below the frozen policy's (α is being pulled back).", registry=r)
+        self.guard_alarms = Counter(
+            "ialp_trainer_guardrail_alarms", "Updates at which the guardrail pulled α "
+            "back.", registry=r)
+        self.guard_reward = Gauge(
+            "ialp_trainer_guardrail_mean_reward", "Mean online reward per source over the "
+            "guardrail window.", ["source"], registry=r)
+        self.guard_z = Gauge("ialp_trainer_guardrail_z", "Welch z of mean_theta - "
+                             "mean_beta over the window (nan without a verdict).",
+                             registry=r)
+
+
+class NonFinitePolicyError(ValueError):
+    """A composed policy holds NaN or infinite values and must not be published."""
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
 
 
 class TrainerService:
@@ -186,6 +245,12 @@ class TrainerService:
         self._unpublished_updates = 0
         self._last_new = time.monotonic()
         self._stop = asyncio.Event()
+        self._rejected_events = 0  # events of rejected updates, not yet trimmed
+        self._guard_alarmed = False
+        s = settings
+        self.guard = RewardGuard(GuardConfig(
+            window=s.guard_window, min_samples=s.guard_min_samples, z=s.guard_z,
+            margin=s.guard_margin, backoff=s.guard_backoff))
 
     # -- set-up ------------------------------------------------------------------------
     @property
@@ -241,7 +306,7 @@ class TrainerService:
         from policy.mixed import MixedPolicy
 
         snap = self.learner.snapshot()
-        alpha = self._schedule_alpha(self.state.updates)
+        alpha = self._schedule_alpha(self.state.anneal_step)
         if self.learner_owns_scheme:
             policy = snap
             policy.version = version
@@ -260,7 +325,7 @@ class TrainerService:
             **{k: v for k, v in snap.metadata.items() if isinstance(v, str | int | float)},
             "parent_version": parent, "updates": self.state.updates,
             "events_learned": self.state.events_learned, "created_at": now_iso(),
-            "method": self.settings.method,
+            "method": self.settings.method, "alpha_step": self.state.anneal_step,
         }
         return policy
 
@@ -298,7 +363,8 @@ class TrainerService:
         else:
             self.state = TrainerState(version=int(policy.version),
                                       updates=int(meta.get("updates", 0) or 0),
-                                      events_learned=int(meta.get("events_learned", 0) or 0))
+                                      events_learned=int(meta.get("events_learned", 0) or 0),
+                                      alpha_step=_opt_int(meta.get("alpha_step")))
         self._build_learner(policy)
         await self.registry.ensure_seq_at_least(self.state.version)
         stats = await self.bus.stats()
@@ -320,7 +386,7 @@ class TrainerService:
             await self._publish(parent=current)
         self.metrics.buffer.set(len(self.buffer))
         self.metrics.version.set(self.state.version)
-        self.metrics.alpha.set(self._schedule_alpha(self.state.updates))
+        self.metrics.alpha.set(self._schedule_alpha(self.state.anneal_step))
 
     # -- the loop ------------------------------------------------------------------------
     def _valid(self, t: Transition) -> str | None:
@@ -345,6 +411,7 @@ class TrainerService:
         if new:
             self._last_new = time.monotonic()
             self.buffer.extend(new)
+            self.guard.observe((t.source, t.reward) for t in new)
             self.metrics.events_buffered.inc(len(new))
         await self.flush()  # a publication that failed earlier goes first
         await self.follow_rollback()
@@ -369,7 +436,8 @@ class TrainerService:
         meta = policy.metadata
         self.state = TrainerState(version=current,
                                   updates=int(meta.get("updates", 0) or 0),
-                                  events_learned=self.state.events_learned)
+                                  events_learned=self.state.events_learned,
+                                  alpha_step=_opt_int(meta.get("alpha_step")))
         self.policy = policy
         return True
 
@@ -389,6 +457,12 @@ class TrainerService:
             return dict(self.learner.update(tb))
 
         stats = await asyncio.to_thread(_learn)
+        problem = await asyncio.to_thread(self._nonfinite, stats)
+        if problem is not None:
+            await self._reject(batch, *problem)
+            self.metrics.update_seconds.observe(time.perf_counter() - start)
+            return stats
+        self._apply_guardrail()  # reads the schedule step before this update counts
         self.state.updates += 1
         self.state.events_learned += len(batch)
         del self.buffer[: len(batch)]
@@ -400,6 +474,58 @@ class TrainerService:
         self.metrics.update_seconds.observe(time.perf_counter() - start)
         return stats
 
+    def _nonfinite(self, stats: dict[str, float]) -> tuple[str, str] | None:
+        """``(reason, what)`` when the update produced NaN/inf losses or weights."""
+        bad = sorted(k for k, v in stats.items() if not math.isfinite(float(v)))
+        if bad:
+            return "nonfinite_loss", ", ".join(f"{k}={stats[k]}" for k in bad)
+        tensors = nonfinite_parameters(self.learner.snapshot())
+        if tensors:
+            return "nonfinite_weights", ", ".join(tensors[:5])
+        return None
+
+    async def _reject(self, batch: list[Transition], reason: str, what: str) -> None:
+        """Drop a poisoned update: keep serving the last good version and continue
+        learning from it; the batch is consumed (it would poison every retry)."""
+        self.metrics.rejected_updates.labels(reason=reason).inc()
+        self.metrics.events_rejected.inc(len(batch))
+        logger.error("update rejected (%s: %s): %d transitions dropped (event ids %s...); "
+                     "keeping version %d", reason, what, len(batch),
+                     ",".join(t.event_id for t in batch[:3]), self.state.version)
+        del self.buffer[: len(batch)]
+        self._rejected_events += len(batch)
+        assert self.policy is not None
+        # The learner's weights (and optimizer state) are poisoned: restart from the last
+        # published version, as after a rollback.
+        self._build_learner(self.policy)
+        await self.flush()
+
+    def _apply_guardrail(self) -> None:
+        """Advance the α schedule, or pull it back while β's users fare worse."""
+        verdict = self.guard.check()
+        m = self.metrics
+        m.guard_reward.labels(source="theta").set(verdict.mean_theta)
+        m.guard_reward.labels(source="beta").set(verdict.mean_beta)
+        m.guard_z.set(verdict.z)
+        step = self.state.anneal_step
+        if verdict.alarm and self.settings.scheme == "ap":
+            new_step = int(step * self.guard.config.backoff)
+            m.guard_alarm.set(1)
+            m.guard_alarms.inc()
+            logger.warning(
+                "guardrail: beta's online reward %.3f (n=%d) is below theta's %.3f (n=%d), "
+                "z=%.2f; α step %d -> %d", verdict.mean_beta, verdict.n_beta,
+                verdict.mean_theta, verdict.n_theta, verdict.z, step, new_step)
+            self.state.alpha_step = new_step
+            self._guard_alarmed = True
+        else:
+            if self._guard_alarmed:
+                logger.warning("guardrail cleared: annealing α resumes from step %d", step)
+            self._guard_alarmed = False
+            m.guard_alarm.set(0)
+            # None while the schedule follows the update count (the usual case).
+            self.state.alpha_step = None if step == self.state.updates else step + 1
+
     async def flush(self) -> None:
         """Publish the learned state and trim the durable buffer, if still due."""
         if self._publication_due:
@@ -409,21 +535,29 @@ class TrainerService:
             self.metrics.events_learned.inc(self._unpublished_events)
             self.metrics.updates.inc(self._unpublished_updates)
             self._unpublished_events = self._unpublished_updates = 0
-        if self._unconsumed:
+        if self._unconsumed or self._rejected_events:
             # Trim and count in one transaction: a restart compares this count with the
             # one on disk to drop transitions already inside a published version.
-            await self.bus.consume_buffer(self._unconsumed,
+            await self.bus.consume_buffer(self._unconsumed + self._rejected_events,
                                           learned_total=self.state.events_learned)
-            self._unconsumed = 0
+            self._unconsumed = self._rejected_events = 0
 
     async def _publish(self, parent: int | None) -> None:
         from policy.checkpoint import policy_to_bytes, save_checkpoint
 
         version = await self.registry.next_version()
         policy = self._compose(version, parent)
+        bad = await asyncio.to_thread(nonfinite_parameters, policy)
+        if bad:
+            # Last line of defence (e.g. a corrupt starting checkpoint): never publish it.
+            self.metrics.rejected_updates.labels(reason="nonfinite_weights").inc()
+            logger.error("refusing to publish version %d: non-finite %s", version,
+                         ", ".join(bad[:5]))
+            raise NonFinitePolicyError(f"policy has non-finite {', '.join(bad[:5])}")
         blob = await asyncio.to_thread(policy_to_bytes, policy)
         # Disk first: a restart must never resume from something older than Redis serves.
-        on_disk = TrainerState(version, self.state.updates, self.state.events_learned)
+        on_disk = TrainerState(version, self.state.updates, self.state.events_learned,
+                               self.state.alpha_step)
         await asyncio.to_thread(save_checkpoint, policy, self.settings.state_dir / POLICY_DIR)
         await asyncio.to_thread(on_disk.save, self.settings.state_dir)
         await self.registry.publish(policy, blob)

@@ -51,6 +51,11 @@ def _serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {f: getattr(args, f) for f in _FIELDS
                                  if getattr(args, f) is not None}
     settings = ServiceSettings(**overrides)
+    # Slow or oversized clients: idle keep-alive connections are closed, request heads
+    # are bounded, and beyond limit_concurrency new work is refused with 503.
     uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=args.log_level, access_log=False)
+                log_level=args.log_level, access_log=False,
+                timeout_keep_alive=settings.timeout_keep_alive_s,
+                limit_concurrency=settings.limit_concurrency,
+                h11_max_incomplete_event_size=settings.h11_max_incomplete_event_size)
     return 0

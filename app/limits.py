@@ -1,0 +1,152 @@
+"""Abuse limits in front of the routes: request body size and per-key request rate.
+
+Both are pure ASGI middlewares, so an oversized or over-limit request is refused before
+FastAPI parses anything. The rate limit is a token bucket per API key (per client address
+for requests without a key) held in this process: with N replicas behind a balancer a
+client can reach N times the configured rate, so set it per replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def send_json(send: Send, status: int, detail: str,
+                    headers: dict[str, str] | None = None) -> None:
+    """Answer ``{"detail": ...}`` with ``status`` straight from a middleware."""
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"),
+           (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over ``max_bytes`` (declared or streamed), before parsing."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        """Wrap ``app``."""
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse, or pass the (fully read, bounded) body on."""
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        too_big = (f"request body exceeds the limit of {self.max_bytes} bytes")
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            try:
+                if int(declared) > self.max_bytes:
+                    await send_json(send, 413, too_big)
+                    return
+            except ValueError:
+                await send_json(send, 400, "invalid Content-Length header")
+                return
+        # Chunked (or lying) clients: read at most max_bytes, then stop listening.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # disconnect: let the app see it
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await send_json(send, 413, too_big)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class TokenBuckets:
+    """Token buckets keyed by client, least recently used dropped beyond ``max_clients``."""
+
+    def __init__(self, rate_per_s: float, burst: int, max_clients: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``rate_per_s`` tokens per second refill up to ``burst``."""
+        self.rate = rate_per_s
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, client: str) -> float:
+        """Take one token: 0.0 when allowed, else seconds until a token is available."""
+        now = self.clock()
+        tokens, last = self._buckets.pop(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[client] = (tokens, now)
+        if len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+class RateLimitMiddleware:
+    """429 with ``Retry-After`` when a client exceeds its rate on ``/v1/`` routes."""
+
+    def __init__(self, app: ASGIApp, buckets: TokenBuckets, on_limited: Callable[[], None],
+                 header: bytes = b"x-api-key") -> None:
+        """Clients are told apart by the API key header, else by address."""
+        self.app = app
+        self.buckets = buckets
+        self.on_limited = on_limited
+        self.header = header
+
+    def _client(self, scope: Scope) -> str:
+        key = _header(scope, self.header)
+        if key:
+            # A digest, so the bucket table never holds a key in clear.
+            return "key:" + hashlib.sha256(key).hexdigest()[:32]
+        client = scope.get("client") or ("?", 0)
+        return f"addr:{client[0]}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse or pass on."""
+        if scope["type"] == "http" and str(scope.get("path", "")).startswith("/v1/"):
+            wait = self.buckets.take(self._client(scope))
+            if wait > 0.0:
+                self.on_limited()
+                await send_json(send, 429, "rate limit exceeded for this API key; retry "
+                                f"after {wait:.2f} s",
+                                {"Retry-After": str(max(1, math.ceil(wait)))})
+                return
+        await self.app(scope, receive, send)
