@@ -127,14 +127,17 @@ class MixedPolicy:
         exclude: Sequence[Sequence[int]] | None = None,
         user_ids: Sequence[int] | None = None,
         rng: np.random.Generator | None = None,
+        exploration: ExplorationConfig | None = None,
     ) -> list[Slate]:
         """One Slate per row: k distinct items, their propensities under π̃ and
         their sources ("theta"/"beta"). Must accept empty histories.
 
         Propensities follow the exploration strategy (see ``policy.exploration``): the
         probability with which each item was drawn. Greedy rows (``explore=False`` or
-        strategy ``greedy``) report 1.0.
+        strategy ``greedy``) report 1.0. ``exploration`` overrides the deployment's
+        strategy (``self.exploration``) for this call.
         """
+        how = exploration or self.exploration
         b = len(histories)
         if b == 0:
             return []
@@ -168,7 +171,7 @@ class MixedPolicy:
                 raise ValueError(
                     f"row {row}: k={ks[row]} must lie in [1, {int(allowed[row].sum())}]"
                 )
-            if self.exploration.mask_history and len(histories[row]):
+            if how.mask_history and len(histories[row]):
                 without = allowed[row].copy()
                 without[np.asarray(list(histories[row]), dtype=np.int64)] = False
                 if without.sum() >= ks[row]:
@@ -179,13 +182,12 @@ class MixedPolicy:
         # Rows sharing (k, strategy) are drawn together, vectorised over the catalogue.
         groups: dict[tuple[int, str], list[int]] = {}
         for row in range(b):
-            strat = self.exploration.strategy if explores[row] else "greedy"
+            strat = how.strategy if explores[row] else "greedy"
             groups.setdefault((ks[row], strat), []).append(row)
         for (kk, strat), rows in groups.items():
             idx = np.asarray(rows)
             it, pr = draw_slates(
-                mix[idx], allowed[idx], kk, strategy=strat,
-                epsilon=self.exploration.epsilon, rng=rng,
+                mix[idx], allowed[idx], kk, strategy=strat, epsilon=how.epsilon, rng=rng,
             )
             for j, row in enumerate(rows):
                 items[row], props[row] = it[j], pr[j]
@@ -193,7 +195,8 @@ class MixedPolicy:
         out = []
         for row in range(b):
             chosen = items[row]
-            sources = self._sources(p_theta[row], p_beta, row, chosen, explores[row], rng)
+            sampled = explores[row] and how.strategy != "greedy"
+            sources = self._sources(p_theta[row], p_beta, row, chosen, sampled, rng)
             out.append(
                 Slate(
                     items=tuple(int(x) for x in chosen),
@@ -209,7 +212,7 @@ class MixedPolicy:
         p_beta: np.ndarray | None,
         row: int,
         chosen: np.ndarray,
-        explored: bool,
+        sampled: bool,
         rng: np.random.Generator,
     ) -> tuple[str, ...]:
         """Which network each item came from. Drawing a from π̃ is the same as first drawing
@@ -220,10 +223,7 @@ class MixedPolicy:
         wb = self.alpha * p_beta[row, chosen]
         wt = (1.0 - self.alpha) * p_theta[chosen]
         post = wb / np.maximum(wb + wt, 1e-300)
-        if explored and self.exploration.strategy != "greedy":
-            pick_beta = rng.random(len(chosen)) < post
-        else:
-            pick_beta = post > 0.5
+        pick_beta = rng.random(len(chosen)) < post if sampled else post > 0.5
         return tuple("beta" if x else "theta" for x in pick_beta)
 
     def act(
@@ -234,11 +234,12 @@ class MixedPolicy:
         explore: bool = True,
         exclude: Sequence[int] = (),
         rng: np.random.Generator | None = None,
+        exploration: ExplorationConfig | None = None,
     ) -> Slate:
         """The slate for one observation (see :meth:`act_batch`)."""
         return self.act_batch(
             [obs.history], k=k, explore=explore, exclude=[exclude],
-            user_ids=[obs.user_id], rng=rng,
+            user_ids=[obs.user_id], rng=rng, exploration=exploration,
         )[0]
 
     def act_arrays(

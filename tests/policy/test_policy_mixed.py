@@ -89,3 +89,29 @@ def test_bad_input_is_refused() -> None:
         MixedPolicy(build_network(CFG, seed=0), scheme="ap")
     with pytest.raises(ValueError, match="alpha"):
         MixedPolicy(build_network(CFG, seed=0), alpha=0.5)
+
+
+def test_per_call_exploration_overrides_the_deployment() -> None:
+    policy = init_policy(CFG, seed=0)  # deployment default: categorical
+    greedy = ExplorationConfig(strategy="greedy")
+    a = policy.act_batch(HISTORIES, k=3, exploration=greedy, rng=np.random.default_rng(0))
+    b = policy.act_batch(HISTORIES, k=3, explore=False, rng=np.random.default_rng(1))
+    assert a == b
+    eps = ExplorationConfig(strategy="epsilon", epsilon=1.0, mask_history=True)
+    slates = policy.act_batch(HISTORIES, k=2, exploration=eps, rng=np.random.default_rng(2))
+    for hist, slate in zip(HISTORIES, slates, strict=True):
+        assert not set(slate.items) & set(hist)
+        assert all(p == pytest.approx(1.0 / (CFG.num_items - len(set(hist)) - j))
+                   for j, p in enumerate(slate.propensities))
+
+
+def test_act_arrays_masks_the_history_when_asked() -> None:
+    policy = MixedPolicy(build_network(CFG, seed=4),
+                         exploration=ExplorationConfig(mask_history=True))
+    padded = pad_histories([list(range(30)), [5], []], CFG.max_len)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        items, props = policy.act_arrays(padded, None, explore=True, rng=rng)
+        for row in range(3):
+            assert int(items[row]) not in set(padded[row][padded[row] >= 0].tolist())
+        assert ((props > 0) & (props <= 1)).all()

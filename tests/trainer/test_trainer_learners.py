@@ -129,3 +129,15 @@ def test_a2c_expected_advantage_uses_the_policy_weighted_q() -> None:
     assert got["actor_loss"] == pytest.approx(float(-(logp * adv).mean()), rel=1e-4, abs=1e-6)
     with pytest.raises(ValueError, match="advantage"):
         make_learner("a2c", CFG, seed=0, advantage="gae")
+
+
+def test_pg_without_returns_uses_the_immediate_reward() -> None:
+    learner = make_learner("pg", CFG, seed=0, normalize=False, baseline="none")
+    batch = _batch(16)
+    with_returns = learner.loss(batch)
+    batch.returns = None
+    plain = learner.loss(batch)
+    assert plain["return_mean"] == pytest.approx(float(batch.rewards.mean()))
+    assert with_returns["return_mean"] == pytest.approx(2.0 * plain["return_mean"])
+    # Without baseline or normalisation the loss scales with the returns.
+    assert with_returns["pg_loss"] == pytest.approx(2.0 * plain["pg_loss"], rel=1e-5)
