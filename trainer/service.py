@@ -479,7 +479,8 @@ class TrainerService:
         bad = sorted(k for k, v in stats.items() if not math.isfinite(float(v)))
         if bad:
             return "nonfinite_loss", ", ".join(f"{k}={stats[k]}" for k in bad)
-        tensors = nonfinite_parameters(self.learner.snapshot())
+        # The policy as it would be published (β and the frozen θ it is mixed with).
+        tensors = nonfinite_parameters(self._compose(self.state.version, None))
         if tensors:
             return "nonfinite_weights", ", ".join(tensors[:5])
         return None
