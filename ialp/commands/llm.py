@@ -242,6 +242,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("--json", action="store_true", help="print the result as JSON")
     tune.set_defaults(func=_tune)
 
+    jp = llm_sub.add_parser(
+        "judge-policy",
+        help="the judge as a policy: it picks among k random candidates (a ceiling for iALP)",
+        description="Each step offers the judge k items drawn uniformly from those not in the "
+        "user's history; its choice is recommended (None: a random candidate). Evaluated on "
+        "the test environment next to a uniformly random policy.",
+    )
+    jp.add_argument("--env", default="coat", choices=JUDGE_ENVS)
+    jp.add_argument("--episodes", type=int, default=290)
+    jp.add_argument("--k", type=int, default=10)
+    jp.add_argument("--seed", type=int, default=0)
+    jp.add_argument("--json", action="store_true")
+    add_judge_arguments(jp)
+    jp.set_defaults(func=_judge_policy)
+
     tiny = llm_sub.add_parser(
         "tiny-model", help="write a tiny random causal LM (smoke tests; not a real judge)"
     )
@@ -331,6 +346,56 @@ def _tune(args: argparse.Namespace) -> int:
     else:
         for key, value in summary.items():
             print(f"{key:>12}: {value}")
+    return 0
+
+
+class _JudgePolicy:
+    """BatchPolicy: the judge picks among k uniformly drawn unseen items."""
+
+    def __init__(self, judge: Any, num_items: int, k: int) -> None:
+        self.judge, self.num_items, self.k = judge, num_items, k
+
+    def act(self, obs: Any, rng: np.random.Generator) -> np.ndarray:
+        histories = [obs.row(i).history for i in range(len(obs))]
+        cands = []
+        for h in histories:
+            allowed = np.setdiff1d(np.arange(self.num_items), np.asarray(h, dtype=np.int64))
+            cands.append(rng.choice(allowed, self.k, replace=False).tolist())
+        picks = self.judge.choose_batch(histories, cands)
+        return np.asarray([c[p] if p is not None else c[int(rng.integers(self.k))]
+                           for c, p in zip(cands, picks, strict=True)], dtype=np.int64)
+
+
+class _Uniform:
+    def __init__(self, num_items: int) -> None:
+        self.num_items = num_items
+
+    def act(self, obs: Any, rng: np.random.Generator) -> np.ndarray:
+        return rng.integers(0, self.num_items, size=len(obs))
+
+
+def _judge_policy(args: argparse.Namespace) -> int:
+    from simulator_client.evaluation import evaluate
+    from simulator_client.registry import make_env
+
+    env = make_env(args.env, "test", progress=not args.json)
+    judge = judge_from_args(args, args.env, env_item_text(args.env))
+    rows = []
+    try:
+        for name, pol in (("random", _Uniform(env.num_items)),
+                          (f"judge over {args.k} random", _JudgePolicy(judge, env.num_items,
+                                                                       args.k))):
+            m = evaluate(env, pol, episodes=args.episodes, seed=args.seed)
+            rows.append({"policy": name, "return": m["return"], "length": m["length"],
+                         "r_avg": m["r_avg"]})
+    finally:
+        judge.close()
+    if args.json:
+        print_json({"env": args.env, "judge": judge_label(args), "episodes": args.episodes,
+                    "seed": args.seed, "results": rows, "judge_stats": judge.stats.as_dict()})
+    else:
+        print(f"{args.env} test, {args.episodes} episodes, seed {args.seed}; {judge_label(args)}")
+        print(format_table(rows, ["policy", "return", "length", "r_avg"]))
     return 0
 
 

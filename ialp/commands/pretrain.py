@@ -41,7 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--updates-per-step", type=int, default=4, help="A2C updates per step")
     p.add_argument("--warmup", type=int, default=256, help="transitions before updating")
     p.add_argument("--lr", type=float, default=1e-3, help="A2C learning rate")
-    p.add_argument("--gamma", type=float, default=0.9, help="discount γ")
+    p.add_argument("--gamma", type=float, default=0.9, help="discount γ of eq. 8 (default 0.9)")
+    p.add_argument("--target-tau", type=float, default=0.01,
+                   help="Polyak rate of the A2C target network (0: none; default 0.01)")
+    p.add_argument("--normalize-advantage", action="store_true",
+                   help="standardise advantages per minibatch")
     p.add_argument("--hidden", type=int, default=64, help="encoder width (as ialp experiment)")
     p.add_argument("--blocks", type=int, default=2, help="self-attention blocks")
     p.add_argument("--max-len", type=int, default=20,
@@ -120,7 +124,8 @@ def _run(args: argparse.Namespace) -> int:
         epochs=args.epochs, horizon=args.horizon, k=args.k, num_parallel=args.num_parallel,
         candidates=args.candidates, unparseable=args.unparseable, batch_size=args.batch_size,
         updates_per_step=args.updates_per_step, warmup=args.warmup, seed=args.seed,
-        a2c={"lr": args.lr, "gamma": args.gamma},
+        a2c={"lr": args.lr, "gamma": args.gamma, "target_tau": args.target_tau,
+             "normalize_advantage": args.normalize_advantage},
     )
     started = time.perf_counter()
     try:
