@@ -116,9 +116,8 @@ async def test_policy_with_nonfinite_weights_is_never_published(
 
 @pytest.fixture
 def api(redis_server: EmbeddedRedis) -> Iterator[Any]:
-    from tests.app.conftest import ThreadedServer, make_settings
-
     from app.main import create_app
+    from tests.app.conftest import ThreadedServer, make_settings
 
     server = ThreadedServer(create_app(make_settings(redis_server.url,
                                                      num_items=N_ITEMS))).start()
