@@ -14,6 +14,7 @@ from typing import Any
 from policy.config import PolicyConfig
 from policy.mixed import MixedPolicy
 from trainer.learners.a2c import A2CConfig, A2CLearner
+from trainer.learners.adaptive import APConfig, APLearner, FTConfig, FTLearner
 from trainer.learners.base import BaseLearner, Learner, OptimConfig
 from trainer.learners.dqn import DQNConfig, DQNLearner
 from trainer.learners.pg import PGConfig, PGLearner
@@ -21,9 +22,13 @@ from trainer.learners.pg import PGConfig, PGLearner
 __all__ = [
     "A2CConfig",
     "A2CLearner",
+    "APConfig",
+    "APLearner",
     "BaseLearner",
     "DQNConfig",
     "DQNLearner",
+    "FTConfig",
+    "FTLearner",
     "Learner",
     "OptimConfig",
     "PGConfig",
@@ -68,6 +73,9 @@ def _simple(cls: type[BaseLearner], hyper_cls: type) -> LearnerFactory:
 register_learner("a2c", _simple(A2CLearner, A2CConfig))
 register_learner("dqn", _simple(DQNLearner, DQNConfig))
 register_learner("pg", _simple(PGLearner, PGConfig))
+# A-iALP (Algorithm 2): both need init=<pre-trained πθ>.
+register_learner("ft", _simple(FTLearner, FTConfig))
+register_learner("ap", _simple(APLearner, APConfig))
 
 
 def make_learner(
@@ -78,7 +86,8 @@ def make_learner(
     init: MixedPolicy | None = None,
     **hyper: Any,
 ) -> Learner:
-    """Build the learner of ``method`` (``a2c``, ``dqn``, ``pg``, and any registered later)."""
+    """Build the learner of ``method`` (``a2c``, ``dqn``, ``pg``, ``ft``, ``ap``, and any
+    registered later)."""
     if method not in _REGISTRY:
         raise KeyError(f"unknown learner {method!r}; known: {', '.join(available_learners())}")
     return _REGISTRY[method](config, seed=seed, init=init, **hyper)

@@ -1,0 +1,172 @@
+"""A-iALP learners (Algorithm 2): what each scheme trains, the mixture, the α schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from policy.checkpoint import init_policy, policy_from_bytes, policy_to_bytes
+from policy.config import PolicyConfig
+from policy.mixed import MixedPolicy
+from policy.types import Transition
+from trainer.batch import TransitionBatch
+from trainer.learners import make_learner
+from trainer.learners.adaptive import APLearner, FTLearner
+
+CFG = PolicyConfig(num_items=30, max_len=6, hidden=16, heads=2, blocks=1, dropout=0.0)
+
+
+def _batch(n: int = 48, seed: int = 0) -> TransitionBatch:
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        hist = tuple(int(x) for x in rng.integers(0, CFG.num_items, size=rng.integers(0, 8)))
+        action = int(rng.integers(0, CFG.num_items))
+        items.append(Transition(event_id=f"e{i}", user_id=0, history=hist, action=action,
+                                reward=float(action % 5), done=bool(rng.random() < 0.3)))
+    return TransitionBatch.from_transitions(items, CFG.max_len)
+
+
+def _params(net: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def _changed(before: list[torch.Tensor], net: torch.nn.Module) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+@pytest.fixture()
+def theta() -> MixedPolicy:
+    return init_policy(CFG, seed=3)
+
+
+@pytest.mark.parametrize("beta_init", ["copy", "random"])
+def test_ap_trains_beta_and_leaves_theta_unchanged(theta: MixedPolicy, beta_init: str) -> None:
+    learner = make_learner("ap", CFG, seed=0, init=theta, beta_init=beta_init, lr=3e-3,
+                           alpha_start=0.5, alpha_steps=20)
+    assert isinstance(learner, APLearner)
+    theta_before = _params(learner.theta)
+    given_before = _params(theta.theta)
+    beta_before = _params(learner.net)
+    batch = _batch()
+    for _ in range(5):
+        learner.update(batch)
+    assert not _changed(theta_before, learner.theta)
+    assert not _changed(given_before, theta.theta)  # the caller's θ is never touched either
+    assert _changed(beta_before, learner.net)
+    # θ's parameters are not in the optimizer at all.
+    opt_ids = {id(p) for g in learner.optimizer.param_groups for p in g["params"]}
+    assert not opt_ids & {id(p) for p in learner.theta.parameters()}
+    snap = learner.snapshot()
+    assert snap.scheme == "ap" and snap.beta is not None
+    for a, b in zip(snap.theta.parameters(), theta.theta.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_beta_init_copy_equals_theta_and_random_differs(theta: MixedPolicy) -> None:
+    copy_l = make_learner("ap", CFG, seed=0, init=theta, beta_init="copy")
+    rand_l = make_learner("ap", CFG, seed=0, init=theta, beta_init="random")
+    assert isinstance(copy_l, APLearner) and isinstance(rand_l, APLearner)
+    pairs = zip(copy_l.net.parameters(), theta.theta.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert _changed(_params(theta.theta), rand_l.net)
+
+
+def test_ap_actor_gradient_reaches_beta_only_through_the_mixture(theta: MixedPolicy) -> None:
+    """With α = 0, π̃ = πθ: the actor loss carries no gradient into β's actor head."""
+    learner = make_learner("ap", CFG, seed=0, init=theta, alpha_schedule="constant",
+                           alpha_start=0.0)
+    assert isinstance(learner, APLearner)
+    learner.net.train()
+    losses = learner._losses(_batch())
+    assert not losses["actor_loss"].requires_grad  # θ's log-probabilities carry no graph
+    assert losses["critic_loss"].requires_grad  # β's critic learns from the start
+    # With α > 0 it does.
+    half = make_learner("ap", CFG, seed=0, init=theta, alpha_schedule="constant",
+                        alpha_start=0.5)
+    assert isinstance(half, APLearner)
+    half.net.train()
+    half.optimizer.zero_grad()
+    half._losses(_batch())["actor_loss"].backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0
+               for p in half.net.actor.parameters())
+
+
+def test_ft_changes_theta(theta: MixedPolicy) -> None:
+    learner = make_learner("ft", CFG, seed=0, init=theta, lr=3e-3)
+    assert isinstance(learner, FTLearner)
+    before = _params(learner.net)
+    for _ in range(3):
+        learner.update(_batch())
+    assert _changed(before, learner.net)
+    snap = learner.snapshot()
+    assert snap.scheme == "ft" and snap.beta is None and snap.alpha == 0.0
+
+
+def test_adaptive_learners_need_a_pretrained_theta() -> None:
+    for method in ("ap", "ft"):
+        with pytest.raises(ValueError, match="init"):
+            make_learner(method, CFG, seed=0)
+    with pytest.raises(ValueError, match="beta_init"):
+        make_learner("ap", CFG, seed=0, init=init_policy(CFG, seed=0), beta_init="zeros")
+
+
+@pytest.mark.parametrize(("alpha", "source"), [(0.0, "theta"), (1.0, "beta")])
+def test_mixture_acts_like_theta_at_alpha_0_and_like_beta_at_alpha_1(
+    theta: MixedPolicy, alpha: float, source: str
+) -> None:
+    learner = make_learner("ap", CFG, seed=0, init=theta, beta_init="random",
+                           alpha_schedule="constant", alpha_start=alpha)
+    mixed = learner.snapshot()
+    assert mixed.alpha == alpha
+    single = MixedPolicy(mixed.theta if source == "theta" else mixed.beta)  # type: ignore[arg-type]
+    hist = np.full((64, CFG.max_len), -1, dtype=np.int64)
+    rng = np.random.default_rng(5)
+    hist[:, -3:] = rng.integers(0, CFG.num_items, size=(64, 3))
+    users = np.zeros(64, dtype=np.int64)
+    for explore in (True, False):
+        a_mix, _ = mixed.act_arrays(hist, users, explore=explore, rng=np.random.default_rng(9))
+        a_one, _ = single.act_arrays(hist, users, explore=explore, rng=np.random.default_rng(9))
+        np.testing.assert_array_equal(a_mix, a_one)
+    other = MixedPolicy(mixed.beta if source == "theta" else mixed.theta)  # type: ignore[arg-type]
+    a_other, _ = other.act_arrays(hist, users, explore=False, rng=np.random.default_rng(9))
+    a_mix, _ = mixed.act_arrays(hist, users, explore=False, rng=np.random.default_rng(9))
+    assert (a_other != a_mix).any()  # the two networks differ, so the check has teeth
+
+
+def test_alpha_schedule_advances_with_updates(theta: MixedPolicy) -> None:
+    learner = make_learner("ap", CFG, seed=0, init=theta, alpha_schedule="linear",
+                           alpha_start=0.2, alpha_steps=4)
+    assert isinstance(learner, APLearner)
+    seen = [learner.snapshot().alpha]
+    batch = _batch()
+    for _ in range(5):
+        metrics = learner.update(batch)
+        seen.append(learner.snapshot().alpha)
+        assert metrics["alpha"] == pytest.approx(seen[-2])
+    assert seen == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    assert learner.snapshot().metadata["alpha_step"] == 5
+
+
+def test_ap_resumes_from_a_published_policy(theta: MixedPolicy) -> None:
+    """The service rebuilds its learner from the last published (ap) version: θ, β and α
+    carry over and θ stays frozen."""
+    learner = make_learner("ap", CFG, seed=0, init=theta, beta_init="random", lr=3e-3,
+                           alpha_steps=10)
+    assert isinstance(learner, APLearner)
+    for _ in range(4):
+        learner.update(_batch())
+    published = policy_from_bytes(policy_to_bytes(learner.snapshot()))
+    resumed = make_learner("ap", CFG, seed=1, init=published, alpha_steps=10)
+    assert isinstance(resumed, APLearner)
+    assert resumed.alpha == pytest.approx(learner.alpha)
+    for a, b in zip(resumed.net.parameters(), learner.net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(resumed.theta.parameters(), theta.theta.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # Without the step in the metadata the α value itself is matched.
+    published.metadata.pop("alpha_step")
+    again = make_learner("ap", CFG, seed=1, init=published, alpha_steps=10)
+    assert isinstance(again, APLearner)
+    assert again.alpha == pytest.approx(learner.alpha)
