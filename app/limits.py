@@ -41,17 +41,28 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-class BodySizeLimitMiddleware:
-    """413 for bodies over ``max_bytes`` (declared or streamed), before parsing."""
+class RequestLimitMiddleware:
+    """431 for request heads over ``max_header_bytes``; 413 for bodies over ``max_bytes``
+    (declared or streamed), before parsing."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_header_bytes: int) -> None:
         """Wrap ``app``."""
         self.app = app
         self.max_bytes = max_bytes
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse, or pass the (fully read, bounded) body on."""
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        head = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
+        head += len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        if head > self.max_header_bytes:
+            await send_json(send, 431, f"request head of {head} bytes exceeds the limit "
+                            f"of {self.max_header_bytes} bytes")
+            return
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         too_big = (f"request body exceeds the limit of {self.max_bytes} bytes")

@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 
 from app.decisions import DecisionStore
-from app.limits import BodySizeLimitMiddleware, RateLimitMiddleware, TokenBuckets
+from app.limits import RateLimitMiddleware, RequestLimitMiddleware, TokenBuckets
 from app.metrics import LatencyMiddleware, ServiceMetrics
 from app.policy_holder import PolicyHolder, PolicyWatcher
 from app.recommender import RecommendCall, Recommender
@@ -303,7 +303,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=_make_lifespan(settings, metrics),
     )
     # Added innermost first: latency wraps everything, the body limit sits next to routes.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       max_header_bytes=settings.max_header_bytes)
     if settings.rate_limit_per_s is not None:
         app.add_middleware(RateLimitMiddleware, buckets=TokenBuckets(
             settings.rate_limit_per_s, settings.rate_limit_burst,

@@ -6,6 +6,7 @@ Built inside :func:`app.main.create_app`, never at import time.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +69,14 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Largest request body; larger ones are "
         "answered 413 before parsing.")
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="Largest request head (path, query and "
+        "headers); larger ones are answered 431.")
+    http_protocol: Literal["auto", "h11", "httptools"] = Field(
+        default="auto", description="uvicorn HTTP implementation. h11 bounds the bytes it "
+        "buffers for a request head (h11_max_incomplete_event_size); httptools (the "
+        "faster default when installed) buffers a whole head before max_header_bytes is "
+        "checked, so put a proxy with a head limit in front of it.")
     rate_limit_per_s: float | None = Field(
         default=None, gt=0.0, description="Requests per second allowed per API key (per "
         "client address without a key), token bucket per replica; unset: no limit.")

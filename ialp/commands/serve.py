@@ -55,7 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
     # are bounded, and beyond limit_concurrency new work is refused with 503.
     uvicorn.run(create_app(settings), host=args.host, port=args.port,
                 log_level=args.log_level, access_log=False,
-                timeout_keep_alive=settings.timeout_keep_alive_s,
+                timeout_keep_alive=settings.timeout_keep_alive_s, http=settings.http_protocol,
                 limit_concurrency=settings.limit_concurrency,
                 h11_max_incomplete_event_size=settings.h11_max_incomplete_event_size)
     return 0
