@@ -5,6 +5,8 @@ interactions with 16 parallel users, as ``ialp experiment`` does, and reports
 
 * ``train_decisions_per_s``: explored decisions plus their VW updates per second
   (environment stepping included, evaluation excluded),
+* ``agent_decisions_per_s``: the same counting only the bandit's own time (``act`` and
+  ``observe``: features, candidates, VW predict and learn), without the user model,
 * ``eval_decisions_per_s``: greedy decisions per second of a frozen snapshot,
 * ``candidates``: actions scored per decision (whole catalogue or the bounded set).
 
@@ -38,11 +40,15 @@ def measure(env_name: str, steps: int, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     obs = env.reset(env.sample_users(16, rng))
     done_steps = 0
+    agent_s = 0.0
     started = time.perf_counter()
     while done_steps < steps:
+        t0 = time.perf_counter()
         actions, props = agent.act(obs.history, obs.user_ids, rng)
+        agent_s += time.perf_counter() - t0
         nxt, rewards, term, trunc, info = env.step(actions)
         rows = np.flatnonzero(info["active"])
+        t0 = time.perf_counter()
         agent.observe(
             StepBatch(
                 histories=obs.history[rows], user_ids=obs.user_ids[rows],
@@ -51,6 +57,7 @@ def measure(env_name: str, steps: int, seed: int) -> dict[str, Any]:
                 truncated=trunc[rows], propensities=props[rows], slots=rows,
             )
         )
+        agent_s += time.perf_counter() - t0
         done_steps += len(rows)
         finished = np.flatnonzero(term | trunc)
         if len(finished):
@@ -68,6 +75,7 @@ def measure(env_name: str, steps: int, seed: int) -> dict[str, Any]:
         "steps": done_steps,
         "candidates": len(cand),
         "train_decisions_per_s": done_steps / train_s,
+        "agent_decisions_per_s": done_steps / agent_s,
         "eval_decisions_per_s": 256 / eval_s,
         "vw_args": agent.settings()["vw_args"],
     }
@@ -95,7 +103,8 @@ def main() -> None:
     for r in results:
         print(
             f"{r['env']:>9}: {r['candidates']:4d} candidates, "
-            f"train {r['train_decisions_per_s']:7.0f} decisions/s, "
+            f"train {r['train_decisions_per_s']:7.0f} decisions/s "
+            f"(bandit alone {r['agent_decisions_per_s']:5.0f}), "
             f"greedy eval {r['eval_decisions_per_s']:7.0f} decisions/s"
         )
 

@@ -148,9 +148,10 @@ def item_features(vectors: np.ndarray | None, project_dims: int) -> np.ndarray |
     dense = np.count_nonzero(v) > 0.5 * v.size
     if dense and v.shape[1] > project_dims:
         centred = v - v.mean(axis=0)
-        # SVD is deterministic; fix each component's sign so runs agree bit for bit.
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        comps = vt[:project_dims]
+        # Principal axes from the small [d, d] covariance (cheap for thousands of items);
+        # each axis's sign is fixed so that runs agree bit for bit.
+        _, vecs = np.linalg.eigh(centred.T @ centred)
+        comps = vecs[:, ::-1][:, :project_dims].T.copy()
         comps *= np.where(comps[np.arange(len(comps)), np.abs(comps).argmax(1)] < 0, -1, 1)[
             :, None
         ]
@@ -175,8 +176,12 @@ def nearest_neighbours(vectors: np.ndarray, k: int, chunk: int = 512) -> np.ndar
         sim = v[start : start + chunk] @ v.T
         rows = np.arange(len(sim))
         sim[rows, start + rows] = -np.inf
-        # Stable sort on −sim keeps the lower id first among equal similarities.
-        out[start : start + len(sim)] = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        # Partition to the k + 1 best, then order them by (−similarity, id); the extra
+        # one makes ties at the boundary visible to the ordering.
+        top = np.argpartition(-sim, min(k, n - 1), axis=1)[:, : k + 1]
+        top_sim = np.take_along_axis(sim, top, axis=1)
+        order = np.lexsort((top, -top_sim), axis=1)[:, :k]
+        out[start : start + len(sim)] = np.take_along_axis(top, order, axis=1)
     return out
 
 
