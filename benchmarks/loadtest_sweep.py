@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import platform
-import subprocess
 import sys
 import time
 import uuid
@@ -28,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ialp.procs import spawn_ialp, stop_all  # noqa: E402
 from policy.types import PAD  # noqa: E402
 from simulator_client.loadtest import LoadConfig, run_loadtest  # noqa: E402
 from trainer.redis_server import EmbeddedRedis, free_port  # noqa: E402
@@ -49,12 +49,6 @@ def _histories(name: str, n_items: int, seed: int) -> list[list[int]]:
     return [h if h else [int(rng.integers(0, n_items))] for h in out]
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", "ialp", *args], cwd=ROOT, stdout=fh,
-                                stderr=subprocess.STDOUT)
-
-
 def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: float
            ) -> dict[str, Any]:
     redis = EmbeddedRedis(tmp / f"redis-{name}", port=free_port(), persistence=True).start()
@@ -62,10 +56,10 @@ def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: f
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     common = ["--redis-url", redis.url, "--namespace", ns, "--num-items", str(n_items)]
     procs = [
-        _spawn(["trainer", *common, "--state-dir", str(tmp / f"state-{ns}")],
-               tmp / f"{name}-trainer.log"),
-        _spawn(["serve", *common, "--port", str(port), "--enable-noop"],
-               tmp / f"{name}-api.log"),
+        spawn_ialp(["trainer", *common, "--state-dir", str(tmp / f"state-{ns}")],
+               tmp / f"{name}-trainer.log", cwd=ROOT),
+        spawn_ialp(["serve", *common, "--port", str(port), "--enable-noop"],
+               tmp / f"{name}-api.log", cwd=ROOT),
     ]
     url = f"http://127.0.0.1:{port}"
     steps: list[dict[str, Any]] = []
@@ -101,13 +95,7 @@ def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: f
             if not ok:
                 break
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         redis.stop()
     held = [s["rate"] for s in steps if s["holds"]]
     return {"catalogue": name, "num_items": n_items,

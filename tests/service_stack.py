@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from ialp.procs import spawn_ialp, stop_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,11 +31,8 @@ class Stack:
 
 
 def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """``python -m ialp ARGS`` with output to ``log``."""
-    with log.open("wb") as fh:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ialp", *args], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT
-        )
+    """``python -m ialp ARGS`` from the repository root with output to ``log``."""
+    return spawn_ialp(args, log, cwd=ROOT)
 
 
 def wait_for(pred: Callable[[], bool], what: str, stack: Stack, timeout: float = 120.0) -> None:
@@ -81,11 +79,4 @@ def service_stack(
                      "first published version", stack)
         yield stack
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(procs)

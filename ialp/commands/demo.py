@@ -37,12 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo)
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", "ialp", *args], stdout=fh,
-                                stderr=subprocess.STDOUT)
-
-
 def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], logs: list[Path],
                 timeout_s: float = 180.0) -> None:
     import httpx
@@ -86,6 +80,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from ialp.commands.simulate import ROUND_COLUMNS
     from ialp.output import format_table
+    from ialp.procs import spawn_ialp, stop_all
     from simulator_client.registry import make_env
     from simulator_client.replay import SimulateConfig, simulate, write_outputs
     from trainer.redis_server import EmbeddedRedis, free_port
@@ -103,9 +98,9 @@ def _demo(args: argparse.Namespace) -> int:
               "--seed", str(args.seed)]
     logs = [args.out / "trainer.log", args.out / "api.log"]
     procs = [
-        _spawn(["trainer", *common, "--scheme", args.scheme, "--state-dir",
+        spawn_ialp(["trainer", *common, "--scheme", args.scheme, "--state-dir",
                 str(args.out / f"state-{ns}")], logs[0]),
-        _spawn(["serve", *common, "--port", str(port)], logs[1]),
+        spawn_ialp(["serve", *common, "--port", str(port)], logs[1]),
     ]
     url = f"http://127.0.0.1:{port}"
     try:
@@ -138,12 +133,6 @@ def _demo(args: argparse.Namespace) -> int:
         print("\nStopping ...", file=sys.stderr)
         return 130
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         redis.stop()
     return 0

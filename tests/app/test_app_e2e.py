@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import redis
 
+from ialp.procs import spawn_ialp, stop_all
 from trainer.keys import RedisKeys
 from trainer.redis_server import EmbeddedRedis, free_port
 
@@ -26,9 +26,7 @@ UPDATE_EVERY = 16
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as fh:  # the child keeps its own descriptor
-        return subprocess.Popen([sys.executable, "-m", "ialp", *args], cwd=ROOT, stdout=fh,
-                                stderr=subprocess.STDOUT)
+    return spawn_ialp(args, log, cwd=ROOT)
 
 
 def _wait(pred: Callable[[], bool], what: str, procs: list[subprocess.Popen[bytes]],
@@ -82,14 +80,7 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
                   "first published version", procs, logs)
         yield info
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(procs)
 
 
 def test_live_learning_end_to_end(stack: dict[str, object]) -> None:
