@@ -324,4 +324,5 @@ def plot_curves(results: dict[str, Any], path: str | Path) -> None:
 
 
 # Methods defined in their own modules register themselves when imported.
+import simulator_client.adaptation  # noqa: E402  (ialp, ialp-ft, ialp-ap, ...)
 import simulator_client.bandit_vw  # noqa: E402, F401  (vw-bandit)

@@ -1,0 +1,282 @@
+"""iALP and A-iALP as experiment methods (sections 4.2 and 5.2), and exploration variants.
+
+Methods registered with :func:`simulator_client.experiment.register_method`:
+
+* ``ialp``: the pre-trained πθ, frozen (no updates): section 5.2's "iALP" baseline.
+* ``ialp-ft`` (alias ``ft``): A-iALP_ft, learner ``ft`` started from πθ.
+* ``ialp-ap`` (alias ``ap``): A-iALP_ap, learner ``ap`` (θ frozen, β learned, α annealed)
+  with the learner's default β start; ``ialp-ap-copy`` and ``ialp-ap-random`` force
+  β = copy of θ (Algorithm 2) or a random β (section 5.4).
+* ``<method>+<strategy>`` for method in ``a2c``, ``ialp``, ``ialp-ft``, ``ialp-ap`` and
+  strategy in ``greedy``, ``epsilon``, ``categorical``: the same method acting with that
+  exploration strategy in training and evaluation (section 6.4, Figures 8–9). Their
+  hyperparameters default to those of the base method.
+
+Where πθ comes from (per method, in the experiment's ``hyper`` for that method name, or
+for every iALP method at once under the key ``"ialp"``):
+
+* ``"checkpoint": PATH``: a checkpoint written by ``ialp pretrain`` (its network shape
+  must be the experiment's);
+* otherwise πθ is pre-trained here with Algorithm 1 (``trainer.pretrain``) and the offline
+  embedding judge, with the settings under ``"pretrain"`` (fields of
+  :class:`trainer.pretrain.PretrainConfig`, plus ``users``: how many training users to
+  start from, 0 = all, and ``threshold`` of the judge), and cached under
+  ``<cache dir>/ialp-theta/<env>-<key>/`` where the key hashes the environment, the seed,
+  the network shape and these settings. Later runs load it instead of pre-training again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy.checkpoint import load_checkpoint
+from policy.config import PolicyConfig
+from policy.exploration import STRATEGIES, ExplorationConfig
+from policy.mixed import MixedPolicy
+from simulator_client.datasets.paths import cache_dir
+from simulator_client.envs.base import RecBatchEnv
+from simulator_client.experiment import MethodContext, register_method
+from trainer.learners import make_learner
+from trainer.learners.base import Learner
+from trainer.runner import Agent, EvalActor, LearnerAgent, OnlineConfig, StepBatch
+
+log = logging.getLogger(__name__)
+
+IALP_KEYS = ("checkpoint", "pretrain", "exploration", "epsilon")
+"""Settings of the iALP methods that are not learner hyperparameters."""
+SHARED_KEY = "ialp"
+"""Experiment ``hyper`` key whose settings apply to every iALP method."""
+
+QUICK_PRETRAIN: dict[str, Any] = {"epochs": 1, "horizon": 10, "users": 128,
+                                  "updates_per_step": 4, "warmup": 128}
+"""A small Algorithm 1 budget (seconds per environment), used by ``--quick`` suites."""
+
+_MEMO: dict[str, MixedPolicy] = {}
+
+
+# -- agents -----------------------------------------------------------------------------
+class ExploringAgent(LearnerAgent):
+    """A :class:`LearnerAgent` whose policy acts with a fixed exploration strategy."""
+
+    def __init__(self, name: str, learner: Learner, config: OnlineConfig, *, seed: int,
+                 exploration: ExplorationConfig | None = None) -> None:
+        super().__init__(name, learner, config, seed=seed)
+        self.exploration = exploration
+
+    def _masked(self, policy: MixedPolicy) -> MixedPolicy:
+        policy = super()._masked(policy)
+        if self.exploration is not None:
+            policy.exploration = replace(policy.exploration,
+                                         strategy=self.exploration.strategy,
+                                         epsilon=self.exploration.epsilon)
+        return policy
+
+
+class FrozenAgent:
+    """Acts with a fixed policy and never learns (the iALP row of Tables 3 and 5)."""
+
+    def __init__(self, name: str, policy: MixedPolicy, config: OnlineConfig) -> None:
+        self.name = name
+        self.policy = policy
+        self.config = config
+        self.updates = 0
+        if config.mask_history:
+            policy.exploration = replace(policy.exploration, mask_history=True)
+
+    def act(
+        self, histories: np.ndarray, user_ids: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Training-time actions: the policy with its exploration."""
+        return self.policy.act_arrays(histories, user_ids, explore=True, rng=rng)
+
+    def observe(self, step: StepBatch) -> dict[str, float]:
+        """Nothing is learned."""
+        return {}
+
+    def snapshot(self) -> MixedPolicy:
+        """The fixed policy (saved as the method's checkpoint by the runner)."""
+        return self.policy
+
+    def evaluator(self) -> EvalActor:
+        """Acts as in deployment (``eval_explore``) with the fixed policy."""
+        explore = self.config.eval_explore
+
+        def act(
+            histories: np.ndarray, user_ids: np.ndarray, rng: np.random.Generator
+        ) -> np.ndarray:
+            items, _ = self.policy.act_arrays(histories, user_ids, explore=explore, rng=rng)
+            return items
+
+        return act
+
+
+# -- πθ: load or pre-train --------------------------------------------------------------
+def theta_cache_path(env_name: str, seed: int, policy_config: PolicyConfig,
+                     pretrain: dict[str, Any]) -> Path:
+    """Folder of the cached πθ for these settings (``.../policy`` is the checkpoint)."""
+    ident = json.dumps({"env": env_name, "seed": seed, "policy": policy_config.to_dict(),
+                        "pretrain": pretrain, "judge": "embedding"}, sort_keys=True)
+    key = hashlib.sha1(ident.encode()).hexdigest()[:16]
+    return cache_dir() / "ialp-theta" / f"{env_name}-{key}"
+
+
+def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyConfig,
+                   seed: int, pretrain: dict[str, Any], *, progress: bool = True) -> Path:
+    """Pre-train πθ with Algorithm 1 and the embedding judge (or find it in the cache);
+    returns the checkpoint folder."""
+    out = theta_cache_path(env_name, seed, policy_config, pretrain)
+    ckpt = out / "policy"
+    if ckpt.exists():
+        return ckpt
+    from policy.judge import make_judge
+    from policy.judge.embedding import DEFAULT_THRESHOLDS
+    from trainer.pretrain import PretrainConfig, StartState, pretrain_ialp, save_pretrain
+
+    if train_env.item_text is None:
+        raise ValueError(f"environment {env_name!r} has no item texts for the judge")
+    opts = dict(pretrain)
+    n_users = int(opts.pop("users", 0))
+    threshold = float(opts.pop("threshold", DEFAULT_THRESHOLDS.get(env_name, 0.5)))
+    users = train_env.users
+    if 0 < n_users < len(users):
+        users = np.sort(np.random.default_rng(seed).choice(users, n_users, replace=False))
+    obs = train_env.reset(users)
+    starts = [StartState(int(obs.user_ids[i]), obs.row(i).history) for i in range(len(obs))]
+    cfg = PretrainConfig(seed=seed, **opts)
+    judge = make_judge("embedding", item_text=train_env.item_text, scenario=env_name,
+                       threshold=threshold)
+    log.info("pre-training πθ on %s (seed %d) into %s", env_name, seed, out)
+    try:
+        result = pretrain_ialp(judge, starts, policy_config, cfg, progress=progress)
+    finally:
+        judge.close()
+    save_pretrain(result, out, {"env": env_name, "policy_config": policy_config.to_dict(),
+                                "pretrain_settings": pretrain})
+    return ckpt
+
+
+def _settings(ctx: MethodContext, base: str, *, shared: bool = True
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(iALP settings, learner hyperparameters) of method ``ctx.name``: the shared
+    ``"ialp"`` entry, then the base method's, then the method's own, later ones winning."""
+    hyper = ctx.experiment.hyper
+    merged: dict[str, Any] = {**(hyper.get(SHARED_KEY, {}) if shared else {}),
+                              **hyper.get(base, {}), **ctx.hyper}
+    special = {k: merged.pop(k) for k in IALP_KEYS if k in merged}
+    return special, merged
+
+
+def load_theta(ctx: MethodContext, special: dict[str, Any], *, progress: bool = True
+               ) -> MixedPolicy:
+    """πθ for this experiment: the given checkpoint, or a (cached) pre-training."""
+    if "checkpoint" in special:
+        path = Path(special["checkpoint"])
+    else:
+        # Environments are named "<dataset>-train"; the judge's scenario is the dataset.
+        env_name = ctx.train_env.name.removesuffix("-train")
+        path = pretrain_theta(ctx.train_env, env_name, ctx.policy_config, ctx.seed,
+                              dict(special.get("pretrain", {})), progress=progress)
+    memo = f"{path.resolve()}"
+    if memo not in _MEMO:
+        _MEMO[memo] = load_checkpoint(path, expected_num_items=ctx.policy_config.num_items)
+    policy = _MEMO[memo]
+    if policy.config != ctx.policy_config:
+        raise ValueError(
+            f"iALP checkpoint {path} has network {policy.config}, but the experiment builds "
+            f"{ctx.policy_config}; pass matching --hidden/--blocks/--max-len"
+        )
+    # A fresh wrapper each time: agents may change its exploration.
+    return MixedPolicy(policy.theta, version=policy.version, metadata=policy.metadata,
+                       seed=ctx.seed)
+
+
+def _exploration(special: dict[str, Any]) -> ExplorationConfig | None:
+    if "exploration" not in special:
+        return None
+    return ExplorationConfig(strategy=str(special["exploration"]),
+                             epsilon=float(special.get("epsilon", 0.1)))
+
+
+# -- factories --------------------------------------------------------------------------
+def _ialp_factory(base: str, learner: str | None, forced: dict[str, Any] | None = None,
+                  strategy: str | None = None) -> Any:
+    def factory(ctx: MethodContext) -> Agent:
+        special, hyper = _settings(ctx, base)
+        if strategy is not None:
+            special["exploration"] = strategy
+        theta = load_theta(ctx, special)
+        how = _exploration(special)
+        if learner is None:
+            agent = FrozenAgent(ctx.name, theta, ctx.experiment.online)
+            if how is not None:
+                agent.policy.exploration = replace(agent.policy.exploration,
+                                                   strategy=how.strategy, epsilon=how.epsilon)
+            return agent
+        hyper.update(forced or {})
+        built = make_learner(learner, ctx.policy_config, seed=ctx.seed, init=theta, **hyper)
+        return ExploringAgent(ctx.name, built, ctx.experiment.online, seed=ctx.seed + 1,
+                              exploration=how)
+
+    return factory
+
+
+def _a2c_factory(strategy: str) -> Any:
+    def factory(ctx: MethodContext) -> Agent:
+        special, hyper = _settings(ctx, "a2c", shared=False)
+        special["exploration"] = strategy
+        built = make_learner("a2c", ctx.policy_config, seed=ctx.seed, **hyper)
+        return ExploringAgent(ctx.name, built, ctx.experiment.online, seed=ctx.seed + 1,
+                              exploration=_exploration(special))
+
+    return factory
+
+
+IALP_METHODS: dict[str, tuple[str, str | None, dict[str, Any] | None]] = {
+    "ialp": ("ialp", None, None),
+    "ialp-ft": ("ialp-ft", "ft", None),
+    "ialp-ap": ("ialp-ap", "ap", None),
+    "ialp-ap-copy": ("ialp-ap", "ap", {"beta_init": "copy"}),
+    "ialp-ap-random": ("ialp-ap", "ap", {"beta_init": "random"}),
+    "ft": ("ialp-ft", "ft", None),
+    "ap": ("ialp-ap", "ap", None),
+}
+"""Method name → (base name whose hyper it shares, learner or None = frozen, forced hyper)."""
+
+for _name, (_base, _learner, _forced) in IALP_METHODS.items():
+    register_method(_name, _ialp_factory(_base, _learner, _forced))
+for _strategy in STRATEGIES:
+    register_method(f"a2c+{_strategy}", _a2c_factory(_strategy))
+    for _name in ("ialp", "ialp-ft", "ialp-ap"):
+        _base, _learner, _forced = IALP_METHODS[_name]
+        register_method(f"{_name}+{_strategy}",
+                        _ialp_factory(_base, _learner, _forced, strategy=_strategy))
+
+
+def pretrain_summary(path: Path) -> dict[str, Any]:
+    """The ``pretrain.json`` summary next to a cached checkpoint (empty if absent)."""
+    doc = path.parent / "pretrain.json"
+    if not doc.exists():
+        return {}
+    data = json.loads(doc.read_text(encoding="utf-8"))
+    summary = data.get("summary", {})
+    return {k: summary.get(k) for k in ("transitions", "updates", "select_rate", "none_rate",
+                                        "seconds")}
+
+
+__all__ = [
+    "IALP_METHODS",
+    "QUICK_PRETRAIN",
+    "ExploringAgent",
+    "FrozenAgent",
+    "load_theta",
+    "pretrain_summary",
+    "pretrain_theta",
+    "theta_cache_path",
+]
