@@ -235,6 +235,17 @@ def require_admin_key(
     _check_key(x_api_key, settings.admin_api_key or settings.api_key)
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _error(loc: tuple[str | int, ...], msg: str, kind: str, value: Any) -> dict[str, Any]:
     return {"type": kind, "loc": loc, "msg": msg, "input": value}
 
@@ -328,10 +339,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         errors = []
         for err in exc.errors():
             err = dict(err)
-            value = err.get("input")
-            # Echo NaN/Infinity as text: JSON itself cannot carry them.
-            if isinstance(value, float) and not math.isfinite(value):
-                err["input"] = str(value)
+            # Echo NaN/Infinity (anywhere in the input) as text: JSON cannot carry them.
+            err["input"] = _json_safe(err.get("input"))
             errors.append(err)
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
