@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ialp.output import format_table
+from ialp.output import format_table, print_json
 
 TABLE_COLUMNS = ["method", "return", "return_std", "length", "r_avg", "R@0", "updates", "seconds"]
 
@@ -52,13 +52,60 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--json", action="store_true", help="print the results JSON, not a table")
+    g = p.add_argument_group("suite (section 6 of the paper; see docs/results.md)")
+    g.add_argument("--suite", choices=["paper"],
+                   help="run the paper's suite: every method on each --env (comma-separated) "
+                   "and --seeds; writes tables, curves and exploration figures under --out")
+    g.add_argument("--quick", action="store_true", help="suite: small budgets (minutes)")
+    g.add_argument("--seeds", default="0,1,2", help="suite: comma-separated seeds")
+    g.add_argument("--jobs", type=int, default=2,
+                   help="suite: environments run at once in worker processes (default 2)")
+    g.add_argument("--docs", default="docs",
+                   help="suite: regenerate DOCS/results.md from the results ('' = do not)")
     p.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run_suite(args: argparse.Namespace) -> int:
+    import sys
+
     import torch
 
-    from ialp.output import print_json
+    from simulator_client.suite import SuiteConfig, run_suite
+
+    envs = tuple(e.strip() for e in args.env.split(",") if e.strip())
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    except ValueError as exc:
+        raise SystemExit(f"--seeds must be comma-separated integers: {exc}") from exc
+    if not envs or not seeds:
+        raise SystemExit("--env and --seeds must name at least one environment and seed")
+    torch.set_num_threads(1)
+    command = "ialp " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["experiment"] else ""
+    cfg = SuiteConfig(envs=envs, seeds=seeds, quick=args.quick, command=command)
+    summary = run_suite(cfg, args.out, progress=not args.json, docs_dir=args.docs or None,
+                        jobs=args.jobs)
+    if args.json:
+        print_json(summary)
+        return 0
+    for env, res in summary["results"].items():
+        rows = [{"method": m, "R@0": r["at0"]["return"]["mean"],
+                 "R@1": r["at1"]["return"]["mean"], "return": r["final"]["return"]["mean"],
+                 "return_sd": r["final"]["return"]["std"], "length": r["final"]["length"]["mean"],
+                 "r_avg": r["final"]["r_avg"]["mean"]} for m, r in res.items()]
+        print(f"\n{env}: mean over seeds {', '.join(map(str, seeds))}")
+        print(format_table(rows, ["method", "R@0", "R@1", "return", "return_sd", "length",
+                                  "r_avg"]))
+    wall = summary["wall_seconds"]["total"]
+    print(f"\nwrote {args.out}/suite.json and figures in {wall / 60:.1f} min"
+          + (f"; regenerated {args.docs}/results.md" if args.docs else ""))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.suite:
+        return _run_suite(args)
+    import torch
+
     from simulator_client.experiment import ExperimentConfig, run_experiment, table_rows
     from simulator_client.registry import make_env
     from trainer.runner import OnlineConfig

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -170,3 +172,45 @@ def test_ap_resumes_from_a_published_policy(theta: MixedPolicy) -> None:
     again = make_learner("ap", CFG, seed=1, init=published, alpha_steps=10)
     assert isinstance(again, APLearner)
     assert again.alpha == pytest.approx(learner.alpha)
+
+
+def test_tiny_paper_suite_writes_the_tables(tmp_path: Path) -> None:
+    """A --quick-sized suite shrunk to seconds on Coat: the three tables, the acceptance
+    check, the curves and the exploration figure are written and regenerate results.md."""
+    from simulator_client.suite import SuiteConfig, run_suite
+
+    tiny_pretrain = {"epochs": 1, "horizon": 2, "users": 16, "warmup": 8, "num_parallel": 16}
+    cfg = SuiteConfig(
+        envs=("coat",), seeds=(0, 1), quick=True,
+        methods=("a2c", "ialp", "ialp-ft", "ialp-ap", "not-registered"),
+        explore_methods=("a2c", "ialp-ap"),
+        experiment={"steps": 48, "eval_every": 24, "eval_episodes": 3, "num_envs": 8,
+                    "hidden": 8, "max_len": 8,
+                    "online": {"warmup": 16, "batch_size": 8},
+                    "hyper": {"ialp": {"pretrain": tiny_pretrain},
+                              "ialp-ap": {"alpha_steps": 2}}},
+        command="ialp experiment --suite paper (test)",
+    )
+    summary = run_suite(cfg, tmp_path / "out", progress=False, docs_dir=tmp_path / "docs")
+    res = summary["results"]["coat"]
+    assert set(res) == {"a2c", "ialp", "ialp-ft", "ialp-ap"}  # unregistered ones skipped
+    for agg in res.values():
+        assert agg["seeds"] == 2 and len(agg["curve"]) == 3  # steps 0, 24 and 48
+        for point in ("at0", "at1", "final"):
+            assert agg[point]["return"]["mean"] > 0
+    # Every iALP method starts from the same πθ, and the frozen one never changes.
+    starts = {res[m]["at0"]["return"]["mean"] for m in ("ialp", "ialp-ft", "ialp-ap")}
+    assert len(starts) == 1
+    assert res["ialp"]["final"]["return"]["mean"] == res["ialp"]["at0"]["return"]["mean"]
+    assert set(summary["explore"]["coat"]) == {f"{m}+{s}" for m in ("a2c", "ialp-ap")
+                                               for s in ("greedy", "epsilon", "categorical")}
+    assert "coat" in summary["checks"]
+    out = tmp_path / "out"
+    assert (out / "suite.json").exists()
+    assert (out / "curves-coat.png").stat().st_size > 0
+    assert (out / "explore-coat.png").stat().st_size > 0
+    text = (tmp_path / "docs" / "results.md").read_text()
+    for heading in ("Table 3", "Table 4", "Table 5", "Acceptance check"):
+        assert heading in text
+    assert "| A-iALP_ap |" in text
+    assert (tmp_path / "docs" / "img" / "results-curves-coat.png").exists()

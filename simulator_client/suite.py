@@ -1,0 +1,456 @@
+"""The paper's experiment suite (sections 5–6): every method on every environment, several
+seeds, Tables 3–5, learning curves (Figures 4–7), exploration strategies (Figures 8–9).
+
+``ialp experiment --suite paper [--quick] --env coat,lfm,industry --seeds 0,1,2 --out DIR``
+runs :func:`run_suite`, which for each environment builds the training and test
+environments once and, for each seed, calls :func:`simulator_client.experiment.run_experiment`
+with all methods (same seed, same users, same evaluation episodes). Then
+:func:`aggregate` reads the per-run ``results.json`` files back into ``DIR/suite.json``
+(means and standard deviations over seeds), :func:`plot_suite` draws the PNGs, and
+:func:`write_results_md` regenerates ``docs/results.md`` from ``suite.json`` alone.
+
+Definitions used by the tables:
+
+* R@0, Len@0, Ravg@0 (Table 3): the evaluation before any online update (step 0).
+* Epoch (Table 4): ``eval_every`` training interactions (the first evaluation after step
+  0): 2,500 interactions in the full suite (5 % of its 50k budget), 250 in ``--quick``.
+* Final (Table 5): the evaluation after the last training interaction.
+
+Every evaluation plays ``eval_episodes`` episodes in the *test* environment with the
+method's deployed exploration (categorical sampling unless stated).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy.exploration import STRATEGIES
+from simulator_client.adaptation import QUICK_PRETRAIN
+from simulator_client.experiment import ExperimentConfig, available_methods, run_experiment
+from trainer.runner import OnlineConfig
+
+PAPER_METHODS = ("dqn", "pg", "a2c", "ialp", "ialp-ft", "ialp-ap", "ialp-ap-random",
+                 "llm-online", "vw-bandit")
+"""Table rows, in order; methods not registered in this build (``llm-online``) are skipped."""
+EXPLORE_METHODS = ("a2c", "ialp-ap")
+"""Methods compared under each exploration strategy (Figures 8–9)."""
+LABELS = {"dqn": "DQN", "pg": "PG", "a2c": "A2C", "ialp": "iALP", "ialp-ft": "A-iALP_ft",
+          "ialp-ap": "A-iALP_ap", "ialp-ap-random": "A-iALP_ap (β random)",
+          "llm-online": "LLMOnline", "vw-bandit": "VW cb_explore_adf"}
+METRICS = ("return", "length", "r_avg")
+
+# One A2C setting for every actor-critic (A2C, A-iALP_ft, β of A-iALP_ap): the settings
+# that learn on Coat (docs/experiments-baselines.md), so the comparison is like for like.
+A2C_HYPER: dict[str, Any] = {"lr": 0.003, "advantage": "expected",
+                             "normalize_advantage": True, "entropy_coef": 0.01}
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """What one suite run does."""
+
+    envs: tuple[str, ...] = ("coat", "lfm", "industry")
+    """Environments (registered names)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds; every method runs once per seed and environment."""
+    quick: bool = False
+    """Small budgets (minutes on two cores) instead of the paper's 50k interactions."""
+    methods: tuple[str, ...] = PAPER_METHODS
+    """Methods of Tables 3–5 (unregistered ones are skipped)."""
+    explore_methods: tuple[str, ...] = EXPLORE_METHODS
+    """Methods of the exploration comparison; empty = skip it."""
+    explore_seeds: tuple[int, ...] | None = None
+    """Seeds of the exploration comparison (None: the first seed in quick mode, else all)."""
+    experiment: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the mode's :class:`ExperimentConfig` fields (``online`` as a dict)."""
+    command: str = ""
+    """The command line, recorded in suite.json and docs/results.md."""
+
+
+def mode_settings(quick: bool) -> dict[str, Any]:
+    """ExperimentConfig fields (without seed) of the full or the quick suite."""
+    if quick:
+        steps, every, episodes, alpha_steps = 1_000, 250, 24, 30
+        pretrain: dict[str, Any] = dict(QUICK_PRETRAIN)
+        online = {"batch_size": 64, "warmup": 128, "updates_per_step": 1,
+                  "mask_history": True}
+    else:
+        steps, every, episodes, alpha_steps = 50_000, 2_500, 200, 1_500
+        pretrain = {"epochs": 5, "horizon": 20, "users": 512}
+        online = {"batch_size": 64, "warmup": 256, "updates_per_step": 1,
+                  "mask_history": True}
+    ap = {**A2C_HYPER, "alpha_schedule": "linear", "alpha_start": 0.0,
+          "alpha_steps": alpha_steps}
+    hyper = {"a2c": A2C_HYPER, "ialp-ft": A2C_HYPER, "ialp-ap": ap,
+             "dqn": {"lr": 0.003}, "pg": {"lr": 0.003}, "ialp": {"pretrain": pretrain}}
+    return {"steps": steps, "eval_every": every, "eval_episodes": episodes, "num_envs": 16,
+            "hidden": 32, "blocks": 1, "max_len": 20, "user_embedding": True,
+            "online": online, "hyper": hyper}
+
+
+def experiment_config(cfg: SuiteConfig, seed: int) -> ExperimentConfig:
+    """The ExperimentConfig of one (environment, seed) run."""
+    fields_ = mode_settings(cfg.quick)
+    over = dict(cfg.experiment)
+    if "hyper" in over:  # merge per method, so an override of one key keeps the others
+        hyper = {k: dict(v) for k, v in fields_["hyper"].items()}
+        for name, values in over.pop("hyper").items():
+            hyper.setdefault(name, {}).update(values)
+        fields_["hyper"] = hyper
+    online = {**fields_.pop("online"), **over.pop("online", {})}
+    fields_.update(over)
+    return ExperimentConfig(seed=seed, online=OnlineConfig(**online), **fields_)
+
+
+def _registered(methods: Sequence[str]) -> list[str]:
+    known = set(available_methods())
+    return [m for m in methods if m in known]
+
+
+def _run_env(cfg: SuiteConfig, env_name: str, out: Path, progress: bool) -> float:
+    """Every run of one environment; returns its wall seconds."""
+    import torch
+
+    from simulator_client.registry import make_env
+
+    torch.set_num_threads(1)  # small networks: one thread per process is fastest
+    t0 = time.perf_counter()
+    methods = _registered(cfg.methods)
+    explore = [f"{m}+{s}" for m in _registered(cfg.explore_methods) for s in STRATEGIES]
+    explore_seeds = cfg.explore_seeds
+    if explore_seeds is None:
+        explore_seeds = cfg.seeds[:1] if cfg.quick else cfg.seeds
+    train_env = make_env(env_name, "train", progress=progress)
+    test_env = make_env(env_name, "test", progress=progress)
+    for seed in cfg.seeds:
+        run_experiment(env_name, train_env, test_env, methods, experiment_config(cfg, seed),
+                       out_dir=out / env_name / f"seed{seed}", progress=progress)
+    if explore:
+        for seed in explore_seeds:
+            run_experiment(env_name, train_env, test_env, explore, experiment_config(cfg, seed),
+                           out_dir=out / "explore" / env_name / f"seed{seed}",
+                           progress=progress)
+    return time.perf_counter() - t0
+
+
+def run_suite(cfg: SuiteConfig, out_dir: str | Path, *, progress: bool = True,
+              docs_dir: str | Path | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Run every method on every environment and seed, aggregate, plot, and (with
+    ``docs_dir``) regenerate ``docs_dir/results.md``. Returns the suite summary.
+
+    ``jobs > 1`` runs that many environments at once in worker processes (each with one
+    torch thread; progress bars off), which is how two cores are both used.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    wall: dict[str, float] = {}
+    if jobs > 1 and len(cfg.envs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(jobs, len(cfg.envs)), mp_context=ctx) as pool:
+            futures = {e: pool.submit(_run_env, cfg, e, out, False) for e in cfg.envs}
+            for env_name, fut in futures.items():
+                wall[env_name] = fut.result()
+                if progress:
+                    print(f"{env_name}: done in {wall[env_name] / 60:.1f} min", flush=True)
+    else:
+        for env_name in cfg.envs:
+            wall[env_name] = _run_env(cfg, env_name, out, progress)
+    methods = _registered(cfg.methods)
+    explore = [f"{m}+{s}" for m in _registered(cfg.explore_methods) for s in STRATEGIES]
+    summary = aggregate(out, cfg, methods=methods, explore=explore)
+    summary["wall_seconds"] = {"total": time.perf_counter() - started, **wall}
+    summary["jobs"] = jobs
+    (out / "suite.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    plot_suite(summary, out)
+    if docs_dir is not None:
+        write_results_md(out / "suite.json", docs_dir)
+    return summary
+
+
+# -- aggregation ------------------------------------------------------------------------
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std()), "n": len(arr)}
+
+
+def _aggregate_runs(files: list[Path], methods: Sequence[str]) -> dict[str, Any]:
+    """Per method: curve (mean/std per evaluation point) and the three table points."""
+    runs = [json.loads(f.read_text()) for f in files]
+    out: dict[str, Any] = {}
+    for name in methods:
+        curves = [r["methods"][name]["curve"] for r in runs if name in r["methods"]]
+        if not curves:
+            continue
+        points = min(len(c) for c in curves)
+        curve = []
+        for i in range(points):
+            row: dict[str, Any] = {"step": float(np.mean([c[i]["step"] for c in curves]))}
+            for key in METRICS:
+                row[key] = _stats([c[i][key] for c in curves])
+            curve.append(row)
+        seconds = [r["methods"][name]["train"]["seconds"] for r in runs if name in r["methods"]]
+        out[name] = {
+            "curve": curve,
+            "at0": curve[0],
+            "at1": curve[1] if points > 1 else curve[0],
+            "final": curve[-1],
+            "seeds": len(curves),
+            "seconds": _stats(seconds),
+        }
+    return out
+
+
+def aggregate(out: Path, cfg: SuiteConfig, *, methods: Sequence[str],
+              explore: Sequence[str]) -> dict[str, Any]:
+    """Read every run's results.json under ``out`` into the suite summary."""
+    example = experiment_config(cfg, cfg.seeds[0])
+    summary: dict[str, Any] = {
+        "suite": "paper", "quick": cfg.quick, "envs": list(cfg.envs), "seeds": list(cfg.seeds),
+        "methods": list(methods), "explore_methods": list(explore), "command": cfg.command,
+        "experiment": asdict(replace(example, seed=-1)),
+        "epoch_interactions": example.eval_every, "results": {}, "explore": {},
+        "labels": LABELS,
+    }
+    for env_name in cfg.envs:
+        files = sorted((out / env_name).glob("seed*/results.json"))
+        if files:
+            summary["results"][env_name] = _aggregate_runs(files, methods)
+        files = sorted((out / "explore" / env_name).glob("seed*/results.json"))
+        if files and explore:
+            summary["explore"][env_name] = _aggregate_runs(files, explore)
+    summary["checks"] = _checks(summary)
+    return summary
+
+
+def _checks(summary: dict[str, Any]) -> dict[str, Any]:
+    """The issue's acceptance check per environment: A-iALP_ap's R@0 ≥ 2 × A2C's and its
+    final Return ≥ A2C's."""
+    checks: dict[str, Any] = {}
+    for env_name, res in summary["results"].items():
+        if "ialp-ap" not in res or "a2c" not in res:
+            continue
+        ap0, a2c0 = res["ialp-ap"]["at0"]["return"]["mean"], res["a2c"]["at0"]["return"]["mean"]
+        apf, a2cf = (res["ialp-ap"]["final"]["return"]["mean"],
+                     res["a2c"]["final"]["return"]["mean"])
+        checks[env_name] = {
+            "r0_ratio": ap0 / a2c0 if a2c0 else float("inf"),
+            "r0_at_least_twice": bool(ap0 >= 2 * a2c0),
+            "final_gap": apf - a2cf,
+            "final_at_least_a2c": bool(apf >= a2cf),
+        }
+    return checks
+
+
+# -- plots ------------------------------------------------------------------------------
+def _band(ax: Any, curve: list[dict[str, Any]], key: str, label: str) -> None:
+    x = np.asarray([p["step"] for p in curve])
+    m = np.asarray([p[key]["mean"] for p in curve])
+    s = np.asarray([p[key]["std"] for p in curve])
+    (line,) = ax.plot(x, m, marker="o", ms=3, label=label)
+    ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
+
+
+def plot_suite(summary: dict[str, Any], out: Path) -> list[Path]:
+    """curves-<env>.png (Return and Length, mean ± std over seeds; Figures 4–7) and
+    explore-<env>.png (Figures 8–9). Returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = summary.get("labels", LABELS)
+    written = []
+    n_seeds = len(summary["seeds"])
+    for env_name, res in summary["results"].items():
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        for name, agg in res.items():
+            for ax, key in zip(axes, ("return", "length"), strict=True):
+                _band(ax, agg["curve"], key, labels.get(name, name))
+        for ax, title in zip(axes, ("Return", "Length"), strict=True):
+            ax.set_title(f"{env_name}: test {title}")
+            ax.set_xlabel("training interactions")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{env_name}: mean ± std over {n_seeds} seeds")
+        fig.tight_layout()
+        path = out / f"curves-{env_name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    for env_name, res in summary["explore"].items():
+        fig, axes = plt.subplots(2, len(STRATEGIES), figsize=(13, 6.5), squeeze=False)
+        for col, strat in enumerate(STRATEGIES):
+            for name, agg in res.items():
+                base, _, s = name.partition("+")
+                if s != strat:
+                    continue
+                for row, key in enumerate(("return", "length")):
+                    _band(axes[row][col], agg["curve"], key, labels.get(base, base))
+            axes[0][col].set_title({"epsilon": "ε-greedy", "categorical": "categorical",
+                                    "greedy": "greedy"}[strat])
+            for row, key in enumerate(("Return", "Length")):
+                axes[row][col].set_ylabel(key)
+                axes[row][col].grid(alpha=0.3)
+                axes[1][col].set_xlabel("training interactions")
+            axes[0][col].legend(fontsize=8)
+        fig.suptitle(f"{env_name}: exploration strategies (test environment)")
+        fig.tight_layout()
+        path = out / f"explore-{env_name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# -- docs/results.md --------------------------------------------------------------------
+def _fmt(stat: dict[str, float], digits: int = 2) -> str:
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _table(summary: dict[str, Any], point: str, suffix: str) -> list[str]:
+    labels = summary.get("labels", LABELS)
+    envs = list(summary["results"])
+    head = "| Method | " + " | ".join(
+        f"{e} R{suffix} | {e} Len{suffix} | {e} Ravg{suffix}" for e in envs) + " |"
+    lines = [head, "|---|" + "---:|" * (3 * len(envs))]
+    for name in summary["methods"]:
+        cells = []
+        for e in envs:
+            agg = summary["results"][e].get(name)
+            if agg is None:
+                cells += ["–"] * 3
+                continue
+            p = agg[point]
+            cells += [_fmt(p["return"]), _fmt(p["length"]), _fmt(p["r_avg"], 3)]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _reading(summary: dict[str, Any]) -> list[str]:
+    """Plain statements computed from the numbers (no claim without its number)."""
+    out = []
+    for env_name, res in summary["results"].items():
+        def m(name: str, point: str, key: str = "return", _res: dict[str, Any] = res) -> float:
+            return float(_res[name][point][key]["mean"]) if name in _res else float("nan")
+
+        scratch = [n for n in ("dqn", "pg", "a2c") if n in res]
+        best0 = max(scratch, key=lambda n: m(n, "at0")) if scratch else None
+        bestf = max(res, key=lambda n: m(n, "final"))
+        line = f"* **{env_name}**: "
+        if "ialp" in res and best0 is not None:
+            line += (f"iALP starts at R@0 = {m('ialp', 'at0'):.2f} against "
+                     f"{m(best0, 'at0'):.2f} for the best from-scratch method "
+                     f"({LABELS.get(best0, best0)}), a ratio of "
+                     f"{m('ialp', 'at0') / max(m(best0, 'at0'), 1e-9):.2f}. ")
+        if "ialp-ap" in res and "a2c" in res:
+            line += (f"After one epoch A-iALP_ap has {m('ialp-ap', 'at1'):.2f} vs A2C "
+                     f"{m('a2c', 'at1'):.2f}; final Return {m('ialp-ap', 'final'):.2f} vs "
+                     f"{m('a2c', 'final'):.2f}. ")
+        if "ialp-ap" in res and "ialp-ap-random" in res:
+            line += (f"β copied from θ ends at {m('ialp-ap', 'final'):.2f}, a random β at "
+                     f"{m('ialp-ap-random', 'final'):.2f}. ")
+        line += (f"Highest final Return: {LABELS.get(bestf, bestf)} "
+                 f"({m(bestf, 'final'):.2f}).")
+        out.append(line)
+    return out
+
+
+def write_results_md(suite_json: str | Path, docs_dir: str | Path) -> Path:
+    """Regenerate ``docs_dir/results.md`` (and copy the figures to ``docs_dir/img`` and
+    the summary to ``docs_dir/results/paper-suite.json``) from a suite.json file."""
+    src = Path(suite_json)
+    summary = json.loads(src.read_text())
+    docs = Path(docs_dir)
+    (docs / "img").mkdir(parents=True, exist_ok=True)
+    (docs / "results").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, docs / "results" / "paper-suite.json")
+    figs = []
+    for png in sorted(src.parent.glob("*.png")):
+        if png.name.startswith(("curves-", "explore-")):
+            dest = docs / "img" / f"results-{png.name}"
+            shutil.copyfile(png, dest)
+            figs.append(dest.name)
+    exp = summary["experiment"]
+    mode = "quick" if summary["quick"] else "full"
+    wall = summary.get("wall_seconds", {})
+    lines = [
+        "# Results: the paper's experiments on our environments",
+        "",
+        "Generated by `ialp experiment --suite paper` from `results/paper-suite.json`; do not "
+        "edit by hand (the analysis that is not generated lives in "
+        "[results-notes.md](results-notes.md)).",
+        "",
+        "## Command",
+        "",
+        "```bash",
+        summary.get("command") or "ialp experiment --suite paper ...",
+        "```",
+        "",
+        f"Mode: **{mode}**. Environments: {', '.join(summary['envs'])}; seeds "
+        f"{', '.join(str(s) for s in summary['seeds'])} (every method, same seeds, same test "
+        f"users). Budget per run: {exp['steps']:,} training interactions "
+        f"({exp['num_envs']} users in parallel), evaluation every {exp['eval_every']:,} "
+        f"interactions on {exp['eval_episodes']} test episodes. One epoch (Table 4) = "
+        f"{summary['epoch_interactions']:,} interactions. Network: SASRec H = {exp['hidden']}, "
+        f"{exp['blocks']} block(s), window {exp['max_len']}; history masking "
+        f"{'on' if exp['online']['mask_history'] else 'off'}. Wall time: "
+        f"{wall.get('total', float('nan')) / 60:.1f} min in all ("
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items() if k != "total")
+        + "). Values are mean ± std over seeds.",
+        "",
+        "## Table 3: initial performance (epoch 0)",
+        "",
+        *_table(summary, "at0", "@0"),
+        "",
+        "## Table 4: after one epoch",
+        "",
+        *_table(summary, "at1", "@1"),
+        "",
+        "## Table 5: final performance",
+        "",
+        *_table(summary, "final", ""),
+        "",
+        "## Acceptance check: A-iALP_ap against A2C",
+        "",
+        "| Env | R@0 ratio (A-iALP_ap / A2C) | ≥ 2 | final Return gap (A-iALP_ap − A2C) | ≥ 0 |",
+        "|---|---:|:-:|---:|:-:|",
+    ]
+    for env_name, c in summary.get("checks", {}).items():
+        lines.append(f"| {env_name} | {c['r0_ratio']:.2f} | "
+                     f"{'yes' if c['r0_at_least_twice'] else 'no'} | {c['final_gap']:+.2f} | "
+                     f"{'yes' if c['final_at_least_a2c'] else 'no'} |")
+    lines += ["", "## Reading (computed from the tables)", "", *_reading(summary), "",
+              "## Figures", ""]
+    for name in figs:
+        lines += [f"![{name}](img/{name})", ""]
+    if summary.get("explore"):
+        lines += ["Exploration comparison: the final Return per strategy.", "",
+                  "| Env | Method | " + " | ".join(STRATEGIES) + " |",
+                  "|---|---|" + "---:|" * len(STRATEGIES)]
+        for env_name, res in summary["explore"].items():
+            bases = sorted({n.partition("+")[0] for n in res})
+            for base in bases:
+                cells = [_fmt(res[f"{base}+{s}"]["final"]["return"]) if f"{base}+{s}" in res
+                         else "–" for s in STRATEGIES]
+                lines.append(f"| {env_name} | {LABELS.get(base, base)} | "
+                             + " | ".join(cells) + " |")
+        lines.append("")
+    path = docs / "results.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+__all__ = ["A2C_HYPER", "EXPLORE_METHODS", "PAPER_METHODS", "SuiteConfig", "aggregate",
+           "experiment_config", "mode_settings", "plot_suite", "run_suite", "write_results_md"]
