@@ -66,8 +66,16 @@ class ServiceClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        # Retrying is safe for every call: a repeated recommend only makes a new decision,
+        # and a repeated feedback is answered "duplicate" (the service learns it once).
         for attempt in range(self.retries + 1):
-            resp = await self._http.request(method, path, json=json)
+            try:
+                resp = await self._http.request(method, path, json=json)
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
             if resp.status_code != 503 or attempt == self.retries:
                 return resp
             wait = float(resp.headers.get("Retry-After", "1"))

@@ -42,6 +42,9 @@ class SimulateConfig:
     """Seed of user sampling; the service seeds its own sampling."""
     learn_wait_s: float = 30.0
     """After a training round, wait up to this long for the trainer to catch up."""
+    exclude_seen: bool = True
+    """Send the items already shown in the episode as ``exclude``, as a front end that
+    never shows an item twice in a session would."""
 
 
 async def play_episodes(
@@ -52,6 +55,7 @@ async def play_episodes(
     explore: bool,
     learn: bool,
     concurrency: int,
+    exclude_seen: bool = True,
 ) -> tuple[list[Episode], dict[str, int]]:
     """Play one episode per user, ``concurrency`` users at a time, in lock-step.
 
@@ -70,8 +74,11 @@ async def play_episodes(
     sem = asyncio.Semaphore(concurrency)
 
     async def recommend(slot: int, history: list[int]) -> tuple[int, Any]:
+        exclude = env.episode_items(slot).tolist() if exclude_seen else []
         async with sem:
-            return slot, await client.recommend(int(slot_user[slot]), history, explore=explore)
+            return slot, await client.recommend(
+                int(slot_user[slot]), history, explore=explore, exclude=exclude
+            )
 
     async def feedback(event_id: str, item: int, reward: float, done: bool) -> str:
         async with sem:
@@ -160,7 +167,7 @@ async def simulate(
                 users = train_env.sample_users(config.episodes, rng)
                 eps, counts = await play_episodes(
                     client, train_env, users, explore=True, learn=True,
-                    concurrency=config.concurrency,
+                    concurrency=config.concurrency, exclude_seen=config.exclude_seen,
                 )
                 train = summarize(eps, num_items=train_env.num_items)
                 row.update(
@@ -170,7 +177,7 @@ async def simulate(
             users = test_env.sample_users(config.eval_episodes, rng)
             eps, _ = await play_episodes(
                 client, test_env, users, explore=False, learn=False,
-                concurrency=config.concurrency,
+                concurrency=config.concurrency, exclude_seen=config.exclude_seen,
             )
             test = summarize(eps, num_items=test_env.num_items)
             info = await client.policy()

@@ -361,10 +361,13 @@ class TrainerService:
         if saved is not None:
             self.state = saved
         else:
+            # A policy that was never adapted online (e.g. fresh from iALP pre-training,
+            # whose metadata counts offline updates) starts its α schedule at 0.
+            fresh = policy.scheme == "none" and "alpha_step" not in meta
             self.state = TrainerState(version=int(policy.version),
                                       updates=int(meta.get("updates", 0) or 0),
                                       events_learned=int(meta.get("events_learned", 0) or 0),
-                                      alpha_step=_opt_int(meta.get("alpha_step")))
+                                      alpha_step=0 if fresh else _opt_int(meta.get("alpha_step")))
         self._build_learner(policy)
         await self.registry.ensure_seq_at_least(self.state.version)
         stats = await self.bus.stats()

@@ -176,3 +176,25 @@ async def test_ft_scheme_fine_tunes_theta_with_alpha_zero(
     await _drain(trainer)
     latest = await trainer.registry.load(2)
     assert latest.scheme == "none" and latest.alpha == 0.0 and latest.beta is None
+
+
+async def test_alpha_anneals_from_zero_after_offline_pretraining(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    """A pre-trained checkpoint counts its offline updates; α must still start at 0."""
+    from policy.checkpoint import init_policy, save_checkpoint
+    from policy.config import PolicyConfig
+
+    theta = init_policy(PolicyConfig(num_items=N_ITEMS, max_len=8), seed=0)
+    theta.version = 388
+    theta.metadata["updates"] = 388  # what iALP pre-training records
+    ckpt = save_checkpoint(theta, tmp_path / "pretrained")
+    trainer = _trainer(client, _settings(tmp_path, redis_namespace, checkpoint=ckpt))
+    await trainer.setup()
+    reg = trainer.registry
+    start = await reg.current_version()
+    assert start is not None and (await reg.meta(start))["alpha"] == 0.0
+    for i in range(16):
+        await trainer.bus.publish(_t(i))
+    await _drain(trainer)
+    alphas = [(await reg.meta(v))["alpha"] for v in (start + 1, start + 2)]
+    assert alphas == [0.25, 0.5]
