@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,8 @@ class PretrainConfig:
     candidates: str = "sample"
     """"sample": k items drawn from π(·|s) without replacement; "topk": the k likeliest."""
     exclude_history: bool = True
-    """Never offer items already in the state as candidates."""
+    """Never offer items already in the state as candidates (the saved policy then masks
+    the history when it acts, as it was trained)."""
     unparseable: str = "skip"
     """"skip": store nothing for that step (never guess); "none": treat as a None answer."""
     batch_size: int = 64
@@ -210,6 +211,9 @@ def pretrain_ialp(
                     window = {"item": 0, "none": 0, "unparseable": 0}
     bar.close()
     snap = learner.snapshot()
+    if cfg.exclude_history:
+        # The actor only ever learned to rank items outside the state: it acts that way.
+        snap.exploration = replace(snap.exploration, mask_history=True)
     asked = max(sum(counts.values()), 1)
     summary = {
         "steps": step, "transitions": transitions, "updates": updates,

@@ -10,7 +10,9 @@ initialised A2C network of the same shape).
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from ialp.commands.llm import add_judge_arguments, judge_from_args, judge_label
@@ -59,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "shared machine)")
     p.add_argument("--eval-episodes", type=int, default=0,
                    help="then evaluate R@0 on the test env against a random A2C (default: no)")
+    p.add_argument("--eval-only", action="store_true",
+                   help="no training: evaluate OUT/policy (--eval-episodes) and add the "
+                   "result to OUT/pretrain.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_judge_arguments(p)
@@ -87,12 +92,40 @@ def _evaluate(env_name: str, policy: Any, config: Any, episodes: int, seed: int,
     test_env = make_env(env_name, "test", progress=progress)
     rows = []
     random_init = init_policy(config, seed=seed)
+    # Same acting rules (strategy, history masking) for both: only the weights differ.
+    random_init.exploration = policy.exploration
     for name, pol in (("ialp", policy), ("a2c (random init)", random_init)):
         for explore in (True, False):
             m = evaluate(test_env, _PolicyActor(pol, explore), episodes=episodes, seed=seed)
             rows.append({"method": name, "acting": "sample" if explore else "greedy",
                          "R@0": m["return"], "Len@0": m["length"], "Ravg@0": m["r_avg"]})
     return rows
+
+
+def _eval_only(args: argparse.Namespace, progress: bool) -> int:
+    from dataclasses import replace
+
+    from policy.checkpoint import load_checkpoint
+
+    if args.eval_episodes <= 0:
+        raise SystemExit("--eval-only needs --eval-episodes N")
+    log_path = Path(args.out) / "pretrain.json"
+    doc = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
+    policy = load_checkpoint(Path(args.out) / "policy")
+    if doc.get("summary", {}).get("config", {}).get("exclude_history", True):
+        policy.exploration = replace(policy.exploration, mask_history=True)
+    rows = _evaluate(args.env, policy, policy.config, args.eval_episodes, args.seed, progress)
+    if log_path.is_file():
+        doc.update({"eval": rows, "eval_episodes": args.eval_episodes,
+                    "eval_mask_history": policy.exploration.mask_history})
+        log_path.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n",
+                            encoding="utf-8")
+    if args.json:
+        print_json({"eval": rows})
+    else:
+        print(f"R@0 on {args.env} test, {args.eval_episodes} episodes, seed {args.seed}")
+        print(format_table(rows, ["method", "acting", "R@0", "Len@0", "Ravg@0"]))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -107,6 +140,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     progress = not args.json
+    if args.eval_only:
+        return _eval_only(args, progress)
     env = make_env(args.env, "train", progress=progress)
     users = env.users
     if 0 < args.users < len(users):

@@ -87,6 +87,8 @@ def test_pretraining_distils_the_judges_preference(tmp_path: Path) -> None:
     loaded = load_checkpoint(path, expected_num_items=N_ITEMS)
     assert loaded.version == result.policy.version
     assert loaded.metadata["pretrain"]["judge"] == "even"
+    # Trained on candidates outside the state, the policy acts the same way.
+    assert loaded.exploration.mask_history and result.policy.exploration.mask_history
     assert _even_mass(loaded, starts) == pytest.approx(after, abs=1e-9)
     assert (tmp_path / "run" / "pretrain.json").is_file()
 
