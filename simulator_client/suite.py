@@ -13,7 +13,8 @@ Definitions used by the tables:
 
 * R@0, Len@0, Ravg@0 (Table 3): the evaluation before any online update (step 0).
 * Epoch (Table 4): ``eval_every`` training interactions (the first evaluation after step
-  0): 2,500 interactions in the full suite (5 % of its 50k budget), 250 in ``--quick``.
+  0): 2,500 interactions in the full suite (5 % of its 50k budget), 250 in ``--quick``,
+  a tenth of the budget with ``--suite-steps``.
 * Final (Table 5): the evaluation after the last training interaction.
 
 Every evaluation plays ``eval_episodes`` episodes in the *test* environment with the
@@ -77,13 +78,14 @@ class SuiteConfig:
 
 def mode_settings(quick: bool) -> dict[str, Any]:
     """ExperimentConfig fields (without seed) of the full or the quick suite."""
+    # alpha_steps is recomputed by experiment_config: half of the run's updates.
     if quick:
-        steps, every, episodes, alpha_steps = 1_000, 250, 24, 30
+        steps, every, episodes, alpha_steps = 1_000, 250, 24, 27
         pretrain: dict[str, Any] = dict(QUICK_PRETRAIN)
         online = {"batch_size": 64, "warmup": 128, "updates_per_step": 1,
                   "mask_history": True}
     else:
-        steps, every, episodes, alpha_steps = 50_000, 2_500, 200, 1_500
+        steps, every, episodes, alpha_steps = 50_000, 2_500, 200, 1_554
         pretrain = {"epochs": 5, "horizon": 20, "users": 512}
         online = {"batch_size": 64, "warmup": 256, "updates_per_step": 1,
                   "mask_history": True}
@@ -107,6 +109,11 @@ def experiment_config(cfg: SuiteConfig, seed: int) -> ExperimentConfig:
         fields_["hyper"] = hyper
     online = {**fields_.pop("online"), **over.pop("online", {})}
     fields_.update(over)
+    ap = fields_["hyper"]["ialp-ap"]
+    if "alpha_steps" not in cfg.experiment.get("hyper", {}).get("ialp-ap", {}):
+        # α reaches 1 half-way through the run's updates, whatever the budget.
+        updates = (fields_["steps"] - online["warmup"]) / fields_["num_envs"]
+        ap["alpha_steps"] = max(1, int(updates * online["updates_per_step"] / 2))
     return ExperimentConfig(seed=seed, online=OnlineConfig(**online), **fields_)
 
 
@@ -115,30 +122,52 @@ def _registered(methods: Sequence[str]) -> list[str]:
     return [m for m in methods if m in known]
 
 
-def _run_env(cfg: SuiteConfig, env_name: str, out: Path, progress: bool) -> float:
-    """Every run of one environment; returns its wall seconds."""
-    import torch
+_ENVS: dict[str, tuple[Any, Any]] = {}
+"""Environments built in this process, by name (a worker reuses them across tasks)."""
 
+
+def _envs(env_name: str, progress: bool) -> tuple[Any, Any]:
     from simulator_client.registry import make_env
+
+    if env_name not in _ENVS:
+        _ENVS[env_name] = (make_env(env_name, "train", progress=progress),
+                           make_env(env_name, "test", progress=progress))
+    return _ENVS[env_name]
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children: on a shared
+    machine the wall time says more about the neighbours than about the suite."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _explore_seeds(cfg: SuiteConfig) -> tuple[int, ...]:
+    if cfg.explore_seeds is not None:
+        return cfg.explore_seeds
+    return cfg.seeds[:1] if cfg.quick else cfg.seeds
+
+
+def _run_task(cfg: SuiteConfig, env_name: str, seed: int, kind: str, out: Path,
+              progress: bool) -> tuple[str, float]:
+    """One (environment, seed) run of the tables (``kind="main"``) or of the exploration
+    comparison (``"explore"``); returns (environment, wall seconds)."""
+    import torch
 
     torch.set_num_threads(1)  # small networks: one thread per process is fastest
     t0 = time.perf_counter()
-    methods = _registered(cfg.methods)
-    explore = [f"{m}+{s}" for m in _registered(cfg.explore_methods) for s in STRATEGIES]
-    explore_seeds = cfg.explore_seeds
-    if explore_seeds is None:
-        explore_seeds = cfg.seeds[:1] if cfg.quick else cfg.seeds
-    train_env = make_env(env_name, "train", progress=progress)
-    test_env = make_env(env_name, "test", progress=progress)
-    for seed in cfg.seeds:
-        run_experiment(env_name, train_env, test_env, methods, experiment_config(cfg, seed),
-                       out_dir=out / env_name / f"seed{seed}", progress=progress)
-    if explore:
-        for seed in explore_seeds:
-            run_experiment(env_name, train_env, test_env, explore, experiment_config(cfg, seed),
-                           out_dir=out / "explore" / env_name / f"seed{seed}",
-                           progress=progress)
-    return time.perf_counter() - t0
+    train_env, test_env = _envs(env_name, progress)
+    if kind == "main":
+        methods, where = _registered(cfg.methods), out / env_name / f"seed{seed}"
+    else:
+        methods = [f"{m}+{s}" for m in _registered(cfg.explore_methods) for s in STRATEGIES]
+        where = out / "explore" / env_name / f"seed{seed}"
+    run_experiment(env_name, train_env, test_env, methods, experiment_config(cfg, seed),
+                   out_dir=where, progress=progress)
+    return env_name, time.perf_counter() - t0
 
 
 def run_suite(cfg: SuiteConfig, out_dir: str | Path, *, progress: bool = True,
@@ -146,31 +175,40 @@ def run_suite(cfg: SuiteConfig, out_dir: str | Path, *, progress: bool = True,
     """Run every method on every environment and seed, aggregate, plot, and (with
     ``docs_dir``) regenerate ``docs_dir/results.md``. Returns the suite summary.
 
-    ``jobs > 1`` runs that many environments at once in worker processes (each with one
-    torch thread; progress bars off), which is how two cores are both used.
+    The work is split into (environment, seed) tasks; ``jobs > 1`` runs that many at once
+    in worker processes (one torch thread each, progress bars off), which is how two
+    cores are both used. Results do not depend on ``jobs``: each task is seeded alone.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    wall: dict[str, float] = {}
-    if jobs > 1 and len(cfg.envs) > 1:
+    cpu0 = _cpu_seconds()
+    tasks = [(e, s, "main") for e in cfg.envs for s in cfg.seeds]
+    if _registered(cfg.explore_methods):
+        tasks += [(e, s, "explore") for e in cfg.envs for s in _explore_seeds(cfg)]
+    busy: dict[str, float] = dict.fromkeys(cfg.envs, 0.0)
+    if jobs > 1 and len(tasks) > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=min(jobs, len(cfg.envs)), mp_context=ctx) as pool:
-            futures = {e: pool.submit(_run_env, cfg, e, out, False) for e in cfg.envs}
-            for env_name, fut in futures.items():
-                wall[env_name] = fut.result()
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
+            futures = [pool.submit(_run_task, cfg, e, s, k, out, False) for e, s, k in tasks]
+            for i, fut in enumerate(as_completed(futures), 1):
+                env_name, seconds = fut.result()
+                busy[env_name] += seconds
                 if progress:
-                    print(f"{env_name}: done in {wall[env_name] / 60:.1f} min", flush=True)
+                    print(f"[{i}/{len(tasks)}] a {env_name} run finished in "
+                          f"{seconds / 60:.1f} min", flush=True)
     else:
-        for env_name in cfg.envs:
-            wall[env_name] = _run_env(cfg, env_name, out, progress)
+        for e, s, k in tasks:
+            busy[e] += _run_task(cfg, e, s, k, out, progress)[1]
     methods = _registered(cfg.methods)
     explore = [f"{m}+{s}" for m in _registered(cfg.explore_methods) for s in STRATEGIES]
     summary = aggregate(out, cfg, methods=methods, explore=explore)
-    summary["wall_seconds"] = {"total": time.perf_counter() - started, **wall}
+    summary["wall_seconds"] = {"total": time.perf_counter() - started}
+    summary["cpu_seconds"] = _cpu_seconds() - cpu0
+    summary["busy_seconds"] = busy
     summary["jobs"] = jobs
     (out / "suite.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     plot_suite(summary, out)
@@ -406,9 +444,11 @@ def write_results_md(suite_json: str | Path, docs_dir: str | Path) -> Path:
         f"{summary['epoch_interactions']:,} interactions. Network: SASRec H = {exp['hidden']}, "
         f"{exp['blocks']} block(s), window {exp['max_len']}; history masking "
         f"{'on' if exp['online']['mask_history'] else 'off'}. Wall time: "
-        f"{wall.get('total', float('nan')) / 60:.1f} min in all ("
-        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items() if k != "total")
-        + "). Values are mean ± std over seeds.",
+        f"{wall.get('total', float('nan')) / 60:.1f} min with {summary.get('jobs', 1)} "
+        f"worker process(es), {summary.get('cpu_seconds', float('nan')) / 60:.1f} CPU-minutes "
+        "(user + system, all processes); wall time of the runs per environment: "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in summary.get("busy_seconds", {}).items())
+        + ". Values are mean ± std over seeds.",
         "",
         "## Table 3: initial performance (epoch 0)",
         "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from ialp.output import format_table, print_json
 
@@ -59,7 +60,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--quick", action="store_true", help="suite: small budgets (minutes)")
     g.add_argument("--seeds", default="0,1,2", help="suite: comma-separated seeds")
     g.add_argument("--jobs", type=int, default=2,
-                   help="suite: environments run at once in worker processes (default 2)")
+                   help="suite: (environment, seed) runs at once in worker processes "
+                   "(default 2)")
+    g.add_argument("--suite-methods",
+                   help="suite: comma-separated methods of the tables (default: all of "
+                   "the paper's that are registered)")
+    g.add_argument("--suite-steps", type=int,
+                   help="suite: training interactions per run instead of the mode's "
+                   "(evaluations every tenth of it; one epoch = one tenth)")
+    g.add_argument("--no-explore", action="store_true",
+                   help="suite: skip the exploration-strategy comparison")
     g.add_argument("--docs", default="docs",
                    help="suite: regenerate DOCS/results.md from the results ('' = do not)")
     p.set_defaults(func=_run)
@@ -81,7 +91,16 @@ def _run_suite(args: argparse.Namespace) -> int:
         raise SystemExit("--env and --seeds must name at least one environment and seed")
     torch.set_num_threads(1)
     command = "ialp " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["experiment"] else ""
-    cfg = SuiteConfig(envs=envs, seeds=seeds, quick=args.quick, command=command)
+    extra: dict[str, Any] = {}
+    if args.suite_methods:
+        extra["methods"] = tuple(m.strip() for m in args.suite_methods.split(",") if m.strip())
+    if args.no_explore:
+        extra["explore_methods"] = ()
+    if args.suite_steps:
+        if args.suite_steps < 10:
+            raise SystemExit("--suite-steps must be at least 10")
+        extra["experiment"] = {"steps": args.suite_steps, "eval_every": args.suite_steps // 10}
+    cfg = SuiteConfig(envs=envs, seeds=seeds, quick=args.quick, command=command, **extra)
     summary = run_suite(cfg, args.out, progress=not args.json, docs_dir=args.docs or None,
                         jobs=args.jobs)
     if args.json:
