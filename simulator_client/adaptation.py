@@ -30,6 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -157,8 +159,15 @@ def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyC
         result = pretrain_ialp(judge, starts, policy_config, cfg, progress=progress)
     finally:
         judge.close()
-    save_pretrain(result, out, {"env": env_name, "policy_config": policy_config.to_dict(),
+    # Written beside and renamed into place, so an interrupted or concurrent run never
+    # leaves a half-written checkpoint that later runs would trust.
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    save_pretrain(result, tmp, {"env": env_name, "policy_config": policy_config.to_dict(),
                                 "pretrain_settings": pretrain})
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished the same θ first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
     return ckpt
 
 

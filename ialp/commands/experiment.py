@@ -68,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--suite-steps", type=int,
                    help="suite: training interactions per run instead of the mode's "
                    "(evaluations every tenth of it; one epoch = one tenth)")
+    g.add_argument("--suite-eval-episodes", type=int,
+                   help="suite: test episodes per evaluation instead of the mode's")
     g.add_argument("--no-explore", action="store_true",
                    help="suite: skip the exploration-strategy comparison")
     g.add_argument("--docs", default="docs",
@@ -100,6 +102,8 @@ def _run_suite(args: argparse.Namespace) -> int:
         if args.suite_steps < 10:
             raise SystemExit("--suite-steps must be at least 10")
         extra["experiment"] = {"steps": args.suite_steps, "eval_every": args.suite_steps // 10}
+    if args.suite_eval_episodes:
+        extra.setdefault("experiment", {})["eval_episodes"] = args.suite_eval_episodes
     cfg = SuiteConfig(envs=envs, seeds=seeds, quick=args.quick, command=command, **extra)
     summary = run_suite(cfg, args.out, progress=not args.json, docs_dir=args.docs or None,
                         jobs=args.jobs)
