@@ -222,6 +222,12 @@ def pretrain_ialp(
         "judge": judge.name, "judge_stats": judge.stats.as_dict(),
         "seconds": time.perf_counter() - started, "config": asdict(cfg),
     }
+    if summary["unparseable_rate"] > 0.5:
+        log.warning(
+            "%.0f%% of the judge's replies were unparseable and were not learned from; check "
+            "the model, adapter and template (ialp llm report shows the replies' fate)",
+            100 * summary["unparseable_rate"],
+        )
     snap.metadata["pretrain"] = {
         "algorithm": "iALP (Algorithm 1)", "judge": judge.name,
         "judge_fingerprint": judge.cache_identity()[:500],
