@@ -215,18 +215,19 @@ def pretrain_ialp(
         # The actor only ever learned to rank items outside the state: it acts that way.
         snap.exploration = replace(snap.exploration, mask_history=True)
     asked = max(sum(counts.values()), 1)
-    summary = {
+    bad_rate = counts["unparseable"] / asked
+    summary: dict[str, Any] = {
         "steps": step, "transitions": transitions, "updates": updates,
         "answers": dict(counts), "select_rate": counts["item"] / asked,
         "none_rate": counts["none"] / asked, "unparseable_rate": counts["unparseable"] / asked,
         "judge": judge.name, "judge_stats": judge.stats.as_dict(),
         "seconds": time.perf_counter() - started, "config": asdict(cfg),
     }
-    if summary["unparseable_rate"] > 0.5:
+    if bad_rate > 0.5:
         log.warning(
             "%.0f%% of the judge's replies were unparseable and were not learned from; check "
             "the model, adapter and template (ialp llm report shows the replies' fate)",
-            100 * summary["unparseable_rate"],
+            100 * bad_rate,
         )
     snap.metadata["pretrain"] = {
         "algorithm": "iALP (Algorithm 1)", "judge": judge.name,
