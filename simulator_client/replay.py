@@ -209,7 +209,11 @@ def write_outputs(rows: list[dict[str, Any]], config: SimulateConfig, out_dir: P
     (out_dir / "simulate.json").write_text(
         json.dumps({"config": asdict(config), "rounds": rows}, indent=2)
     )
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    for a in ax:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     x = [r["round"] for r in rows]
     ax[0].plot(x, [r["return"] for r in rows], marker="o", label="Return (test)")
     ax[0].plot(x, [r["length"] for r in rows], marker="s", label="Length (test)")

@@ -25,9 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``demo``."""
     p = sub.add_parser("demo", help="run the whole system end to end on embedded defaults")
     p.add_argument("--env", default="coat", help="environment (default coat)")
-    p.add_argument("--rounds", type=int, default=6, help="training rounds (default 6)")
-    p.add_argument("--episodes", type=int, default=150, help="training episodes per round")
-    p.add_argument("--eval-episodes", type=int, default=100, help="test episodes per round")
+    p.add_argument("--rounds", type=int, default=5, help="training rounds (default 5)")
+    p.add_argument("--episodes", type=int, default=120, help="training episodes per round")
+    p.add_argument("--eval-episodes", type=int, default=80, help="test episodes per round")
+    p.add_argument("--pretrain-epochs", type=int, default=3,
+                   help="epochs of iALP pre-training when no checkpoint exists (default 3)")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -75,7 +77,7 @@ def _ensure_checkpoint(args: argparse.Namespace) -> Path:
     print(f"Pre-training the iALP policy on {args.env} with the offline judge → {run_dir}")
     code = subprocess.call([sys.executable, "-m", "ialp", "pretrain", "--env", args.env,
                             "--judge", "embedding", "--seed", str(args.seed),
-                            "--out", str(run_dir)])
+                            "--epochs", str(args.pretrain_epochs), "--out", str(run_dir)])
     if code != 0 or not ckpt.exists():
         raise SystemExit(f"pre-training failed (exit {code})")
     return ckpt
