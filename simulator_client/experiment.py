@@ -183,8 +183,13 @@ def train_method(
     steps, next_eval = 0, config.eval_every
     bar = tqdm(total=config.steps, desc=f"{name} on {train_env.name}", unit="step",
                disable=not progress)
+    act_seconds, decisions = 0.0, 0
     while steps < config.steps:
+        # Decision time alone (network, plus a judge for llm-online), not env or learning.
+        act_started = time.perf_counter()
         actions, props = agent.act(obs.history, obs.user_ids, act_rng)
+        act_seconds += time.perf_counter() - act_started
+        decisions += len(actions)
         nxt, rewards, term, trunc, info = train_env.step(actions)
         rows = np.flatnonzero(info["active"])
         metrics = agent.observe(
@@ -233,8 +238,13 @@ def train_method(
             "train_return_last100": float(np.mean(ep_returns[-100:])) if ep_returns else 0.0,
             "seconds": seconds,
             "eval_seconds": eval_seconds,
+            "act_seconds": act_seconds,
+            "seconds_per_step": act_seconds / max(decisions, 1),
+            "train_seconds_per_step": (seconds - eval_seconds) / max(steps, 1),
             "last_metrics": last_train,
         },
+        # Method-specific statistics (e.g. llm-online's judge timing and answer rates).
+        "report": report() if callable(report := getattr(agent, "report", None)) else {},
         "policy_config": ctx.policy_config.to_dict() if name != "random" else None,
     }
 
@@ -293,6 +303,7 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "R@0": res["curve"][0]["return"],
                 "updates": res["train"]["updates"],
                 "seconds": res["train"]["seconds"],
+                "ms/step": 1000.0 * res["train"].get("seconds_per_step", 0.0),
             }
         )
     return rows
@@ -325,4 +336,5 @@ def plot_curves(results: dict[str, Any], path: str | Path) -> None:
 
 # Methods defined in their own modules register themselves when imported.
 import simulator_client.adaptation  # noqa: E402  (ialp, ialp-ft, ialp-ap, ...)
-import simulator_client.bandit_vw  # noqa: E402, F401  (vw-bandit)
+import simulator_client.bandit_vw  # noqa: E402  (vw-bandit)
+import simulator_client.llm_online  # noqa: E402, F401  (llm-online)

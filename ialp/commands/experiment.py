@@ -8,7 +8,9 @@ from typing import Any
 
 from ialp.output import format_table, print_json
 
-TABLE_COLUMNS = ["method", "return", "return_std", "length", "r_avg", "R@0", "updates", "seconds"]
+TABLE_COLUMNS = ["method", "return", "return_std", "length", "r_avg", "R@0", "updates", "seconds",
+                 "ms/step"]
+"""ms/step: wall milliseconds per training decision (network, plus the judge for llm-online)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
