@@ -39,6 +39,18 @@ def test_guardrail_pulls_alpha_back_and_resumes(redis_server: EmbeddedRedis,
                     _metric(text, "ialp_trainer_guardrail_alarm"),
                     _metric(text, "ialp_trainer_guardrail_alarms_total"))
 
+        sent = [0]
+
+        def in_step() -> bool:
+            """Everything sent is learned and the API serves the trainer's version, so
+            the next batch is drawn with the α just decided (lockstep, whatever the
+            machine's speed)."""
+            text = http.get(murl).text
+            if _metric(text, "ialp_trainer_events_learned_total") < sent[0]:
+                return False
+            version = _metric(text, "ialp_trainer_policy_version")
+            return bool(http.get(f"{url}/v1/policy").json()["version"] == version)
+
         def run(p_reward: dict[str, float], stop: object, max_events: int) -> list[
                 tuple[float, float]]:
             seen: list[tuple[float, float]] = []
@@ -51,7 +63,9 @@ def test_guardrail_pulls_alpha_back_and_resumes(redis_server: EmbeddedRedis,
                     "event_id": body["event_id"], "item_id": body["items"][0],
                     "reward": reward})
                 assert fb.status_code == 202, fb.text
-                if i % 16 == 15:
+                sent[0] += 1
+                if sent[0] % 32 == 0:  # one update per 32 events
+                    ps.wait(in_step, "trainer and API in step", timeout=60)
                     alpha, alarm, _ = trainer_metrics()
                     seen.append((alpha, alarm))
                     if stop(seen):  # type: ignore[operator]
@@ -64,7 +78,7 @@ def test_guardrail_pulls_alpha_back_and_resumes(redis_server: EmbeddedRedis,
         def pulled_back(seen: list[tuple[float, float]]) -> bool:
             peak = max(a for a, _ in seen)
             return any(alarm for _, alarm in seen) and seen[-1][0] < peak
-        phase1 = run({"theta": 0.8, "beta": 0.1}, pulled_back, 1500)
+        phase1 = run({"theta": 0.8, "beta": 0.1}, pulled_back, 1200)
         peak1 = max(a for a, _ in phase1)
         assert peak1 > 0.0
         assert trainer_metrics()[2] >= 1  # alarms counted
@@ -72,7 +86,7 @@ def test_guardrail_pulls_alpha_back_and_resumes(redis_server: EmbeddedRedis,
         # annealing carries α past its phase-1 peak.
         def recovered(seen: list[tuple[float, float]]) -> bool:
             return seen[-1][1] == 0 and seen[-1][0] > peak1
-        phase2 = run({"theta": 0.2, "beta": 0.9}, recovered, 2500)
+        phase2 = run({"theta": 0.2, "beta": 0.9}, recovered, 1600)
         assert phase2[-1][0] > peak1
         log = ps.logs["trainer"].read_text()
         assert "guardrail: beta's online reward" in log
