@@ -36,10 +36,10 @@ from trainer.runner import EvalActor, LearnerAgent, OnlineConfig
 
 METHOD_NAME = "llm-online"
 
-A2C_DEFAULTS: dict[str, Any] = {"advantage": "expected", "normalize_advantage": True,
-                                "entropy_coef": 0.01}
-"""A2C settings that let A2C learn online (docs/experiments-baselines.md); hyperparameters
-given for the method override them."""
+A2C_DEFAULTS: dict[str, Any] = {"lr": 0.003, "advantage": "expected",
+                                "normalize_advantage": True, "entropy_coef": 0.01}
+"""The online A2C settings of the ``a2c`` baseline rows (docs/experiments-baselines.md);
+hyperparameters given for the method override them."""
 
 
 @dataclass(frozen=True)

@@ -177,8 +177,8 @@ def test_runs_through_run_experiment_and_repeats_with_the_seed(tmp_path: Path) -
 
 def test_settings_and_judge_options_are_validated() -> None:
     cfg, hyper = LLMOnlineConfig.split_hyper({"k": 3, "lr": 0.01, "entropy_coef": 0.05})
-    assert cfg.k == 3 and hyper == {"advantage": "expected", "normalize_advantage": True,
-                                    "entropy_coef": 0.05, "lr": 0.01}
+    assert cfg.k == 3 and hyper == {"lr": 0.01, "advantage": "expected",
+                                    "normalize_advantage": True, "entropy_coef": 0.05}
     with pytest.raises(ValueError, match="candidates"):
         LLMOnlineConfig(candidates="greedy")
     with pytest.raises(ValueError, match="judge options"):
