@@ -354,6 +354,8 @@ def plot_suite(summary: dict[str, Any], out: Path) -> list[Path]:
 
 # -- docs/results.md --------------------------------------------------------------------
 def _fmt(stat: dict[str, float], digits: int = 2) -> str:
+    if stat.get("n", 2) < 2:
+        return f"{stat['mean']:.{digits}f} (1 seed)"
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
