@@ -277,9 +277,15 @@ class TrainerService:
         s = self.settings
         opts = dict(s.learner_options)
         if self.learner_owns_scheme:
-            # An A-iALP learner (registered as "ap"/"ft") mixes and anneals by itself.
+            # An A-iALP learner (registered as "ap"/"ft") mixes and anneals by itself; the
+            # trainer's α and β settings reach it unless learner_options set them.
             self.theta = None
             init = policy
+            if s.method == "ap":
+                opts.setdefault("alpha_schedule", s.alpha_schedule)
+                opts.setdefault("alpha_start", s.alpha_start)
+                opts.setdefault("alpha_steps", s.alpha_steps)
+                opts.setdefault("beta_init", s.beta_init)
         elif s.scheme == "ap":
             if policy.scheme == "ap" and policy.beta is not None:
                 theta_net, beta_net = policy.theta, policy.beta
@@ -459,6 +465,8 @@ class TrainerService:
             tb = TransitionBatch.from_transitions(batch, self.max_len)
             return dict(self.learner.update(tb))
 
+        self._sync_alpha_step()
+
         stats = await asyncio.to_thread(_learn)
         problem = await asyncio.to_thread(self._nonfinite, stats)
         if problem is not None:
@@ -467,6 +475,7 @@ class TrainerService:
             return stats
         self._apply_guardrail()  # reads the schedule step before this update counts
         self.state.updates += 1
+        self._sync_alpha_step()
         self.state.events_learned += len(batch)
         del self.buffer[: len(batch)]
         self._unconsumed += len(batch)
@@ -503,6 +512,12 @@ class TrainerService:
         # published version, as after a rollback.
         self._build_learner(self.policy)
         await self.flush()
+
+    def _sync_alpha_step(self) -> None:
+        """An ``ap`` learner anneals its own α: keep its step on the trainer's, which the
+        reward guardrail may pull back."""
+        if self.learner_owns_scheme and hasattr(self.learner, "alpha_step"):
+            self.learner.alpha_step = self.state.anneal_step
 
     def _apply_guardrail(self) -> None:
         """Advance the α schedule, or pull it back while β's users fare worse."""

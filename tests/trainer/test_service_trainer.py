@@ -198,3 +198,25 @@ async def test_alpha_anneals_from_zero_after_offline_pretraining(
     await _drain(trainer)
     alphas = [(await reg.meta(v))["alpha"] for v in (start + 1, start + 2)]
     assert alphas == [0.25, 0.5]
+
+
+async def test_ap_learner_follows_the_trainers_alpha_settings(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    """``--method ap``: the learner anneals α itself, with the trainer's schedule."""
+    trainer = _trainer(client, _settings(tmp_path, redis_namespace, method="ap",
+                                         alpha_steps=4))
+    await trainer.setup()
+    reg = trainer.registry
+    start = await reg.current_version()
+    assert start is not None
+    for i in range(16):
+        await trainer.bus.publish(_t(i))
+    await _drain(trainer)
+    metas = [await reg.meta(v) for v in (start + 1, start + 2)]
+    assert [m["alpha"] for m in metas] == [0.25, 0.5]
+    latest = await reg.load(start + 2)
+    assert latest.scheme == "ap" and latest.alpha == 0.5
+    # The guardrail's step is the learner's step.
+    trainer.state.alpha_step = 1
+    trainer._sync_alpha_step()
+    assert trainer.learner.alpha_step == 1  # type: ignore[attr-defined]
