@@ -4,7 +4,9 @@ Two phases in one run, each for the same duration and load: the service's no-op
 endpoint (``POST /v1/noop``, same body and validation, no policy; falls back to
 ``GET /healthz`` when the service does not expose it), then the real mix: recommend with
 histories drawn from a dataset's users, followed by feedback for a share of the returned
-events. Results are read as ratios to the no-op phase, which makes them comparable on a
+events. Latency percentiles of the mix are those of ``/v1/recommend``; feedback calls are
+sent concurrently as their own requests and reported separately. Results are read as
+ratios to the no-op phase, which makes them comparable on a
 noisy machine.
 
 Open loop (``rate``): requests start on a fixed schedule whatever the service does, and
@@ -155,28 +157,43 @@ async def run_loadtest(
 
         accepted = 0
         feedback_statuses: Counter[str] = Counter()
+        feedback_ms: list[float] = []
+        feedback_tasks: set[asyncio.Task[None]] = set()
 
-        async def mix(i: int) -> str:
+        async def send_feedback(body: dict[str, Any]) -> None:
             nonlocal accepted
-            h = histories[i % len(histories)]
-            resp = await client.raw(
-                "POST", "/v1/recommend", {"user_id": i, "history": h, "k": config.k}
-            )
-            if resp.status_code == 200 and rng.random() < config.feedback_ratio:
-                body = resp.json()
+            started = time.perf_counter()
+            try:
                 fb = await client.raw(
                     "POST",
                     "/v1/feedback",
                     {"event_id": body["event_id"], "item_id": body["items"][0],
                      "reward": float(rng.integers(1, 6)), "done": False},
                 )
-                feedback_statuses[str(fb.status_code)] += 1
-                if fb.status_code == 202:
-                    accepted += 1
+                status = str(fb.status_code)
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            feedback_ms.append((time.perf_counter() - started) * 1000.0)
+            feedback_statuses[status] += 1
+            if status == "202":
+                accepted += 1
+
+        async def mix(i: int) -> str:
+            h = histories[i % len(histories)]
+            resp = await client.raw(
+                "POST", "/v1/recommend", {"user_id": i, "history": h, "k": config.k}
+            )
+            if resp.status_code == 200 and rng.random() < config.feedback_ratio:
+                # Feedback is its own request: it adds load but not recommend latency.
+                task = asyncio.create_task(send_feedback(resp.json()))
+                feedback_tasks.add(task)
+                task.add_done_callback(feedback_tasks.discard)
             return str(resp.status_code)
 
         noop_res = await _drive("noop" if use_noop else "healthz", noop, config)
         mix_res = await _drive("recommend+feedback", mix, config)
+        if feedback_tasks:
+            await asyncio.gather(*feedback_tasks)
 
         # Trainer lag: how long until the feedback sent is learned and a new version served.
         t_end = time.perf_counter()
@@ -203,8 +220,12 @@ async def run_loadtest(
             "p50": mix_sum["p50_ms"] / max(noop_sum["p50_ms"], 1e-9),
             "p99": mix_sum["p99_ms"] / max(noop_sum["p99_ms"], 1e-9),
         },
-        "feedback": {"sent": int(sum(feedback_statuses.values())), "accepted": accepted,
-                     "by_status": dict(feedback_statuses)},
+        "feedback": {
+            "sent": int(sum(feedback_statuses.values())), "accepted": accepted,
+            "by_status": dict(feedback_statuses),
+            "p50_ms": float(np.percentile(feedback_ms, 50)) if feedback_ms else None,
+            "p99_ms": float(np.percentile(feedback_ms, 99)) if feedback_ms else None,
+        },
         "trainer": {
             "version_before": int(before["version"]),
             "version_after": int(info["version"]),
