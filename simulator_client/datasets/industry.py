@@ -8,14 +8,13 @@ item_idx_seq``, chronological, untruncated). Item ids keep the dataset's 0-based
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from simulator_client.datasets.errors import DatasetError
-from simulator_client.datasets.paths import dataset_file
 from simulator_client.datasets.sequences import SequenceDataset, make_dataset
+from simulator_client.datasets.tsv import read_tsv
 
 INDUSTRY_SOURCE = (
     "Amazon Review Data 2018 Industrial_and_Scientific, UniSRec 'Scientific' preprocessing. "
@@ -24,27 +23,7 @@ INDUSTRY_SOURCE = (
 
 
 def _read(rel: str, columns: tuple[str, ...]) -> tuple[Path, list[tuple[int, list[str]]]]:
-    expected = "tab-separated (csv quoting) with header " + "\t".join(columns)
-    path = dataset_file(rel, expected=expected, source=INDUSTRY_SOURCE)
-    out: list[tuple[int, list[str]]] = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh, delimiter="\t")
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != columns:
-            raise DatasetError(
-                f"header is {header!r}", path=path, line=1, expected=expected,
-                source=INDUSTRY_SOURCE,
-            )
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != len(columns):
-                raise DatasetError(
-                    f"row has {len(row)} fields, expected {len(columns)}",
-                    path=path, line=reader.line_num, expected=expected, source=INDUSTRY_SOURCE,
-                )
-            out.append((reader.line_num, row))
-    return path, out
+    return read_tsv(rel, columns, source=INDUSTRY_SOURCE, quoting=' (csv quoting)')
 
 
 def load_industry() -> SequenceDataset:

@@ -10,14 +10,13 @@ dataset's 0-based ``item_idx``, so internal indices equal the shared data's.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from simulator_client.datasets.errors import DatasetError
-from simulator_client.datasets.paths import dataset_file
 from simulator_client.datasets.sequences import SequenceDataset, make_dataset
+from simulator_client.datasets.tsv import read_tsv
 
 LFM_SOURCE = (
     "LLaRA 'lastfm' (HetRec 2011 Last.fm artists), an artist-level stand-in for LFM-1b. "
@@ -27,26 +26,7 @@ LFM_SPLITS = ("train", "valid", "test")
 
 
 def _read(rel: str, columns: tuple[str, ...]) -> tuple[Path, list[tuple[int, list[str]]]]:
-    expected = "tab-separated with header " + "\t".join(columns)
-    path = dataset_file(rel, expected=expected, source=LFM_SOURCE)
-    out: list[tuple[int, list[str]]] = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh, delimiter="\t")
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != columns:
-            raise DatasetError(
-                f"header is {header!r}", path=path, line=1, expected=expected, source=LFM_SOURCE
-            )
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != len(columns):
-                raise DatasetError(
-                    f"row has {len(row)} fields, expected {len(columns)}",
-                    path=path, line=reader.line_num, expected=expected, source=LFM_SOURCE,
-                )
-            out.append((reader.line_num, row))
-    return path, out
+    return read_tsv(rel, columns, source=LFM_SOURCE)
 
 
 def load_lfm() -> SequenceDataset:
