@@ -14,7 +14,7 @@ import numpy as np
 
 from simulator_client.datasets.errors import DatasetError
 from simulator_client.datasets.sequences import SequenceDataset, make_dataset
-from simulator_client.datasets.tsv import read_tsv
+from simulator_client.datasets.tsv import parse_item_indices, read_tsv
 
 INDUSTRY_SOURCE = (
     "Amazon Review Data 2018 Industrial_and_Scientific, UniSRec 'Scientific' preprocessing. "
@@ -52,20 +52,7 @@ def load_industry() -> SequenceDataset:
                 f"user_idx {user_idx!r} out of order (expected {len(users)})",
                 path=seq_path, line=line, source=INDUSTRY_SOURCE,
             )
-        try:
-            seq = np.asarray([int(t) for t in items.split()], dtype=np.int64)
-        except ValueError as exc:
-            raise DatasetError(
-                f"non-integer item index ({exc})", path=seq_path, line=line,
-                source=INDUSTRY_SOURCE,
-            ) from None
-        if len(seq) == 0:
-            raise DatasetError("empty sequence", path=seq_path, line=line, source=INDUSTRY_SOURCE)
-        if seq.min() < 0 or seq.max() >= len(ids):
-            raise DatasetError(
-                f"item index outside [0, {len(ids)})", path=seq_path, line=line,
-                source=INDUSTRY_SOURCE,
-            )
+        seq = parse_item_indices(items, len(ids), path=seq_path, line=line, source=INDUSTRY_SOURCE)
         users.append(user_idx)
         seqs.append(seq)
     return make_dataset(

@@ -16,7 +16,7 @@ import numpy as np
 
 from simulator_client.datasets.errors import DatasetError
 from simulator_client.datasets.sequences import SequenceDataset, make_dataset
-from simulator_client.datasets.tsv import read_tsv
+from simulator_client.datasets.tsv import parse_item_indices, read_tsv
 
 LFM_SOURCE = (
     "LLaRA 'lastfm' (HetRec 2011 Last.fm artists), an artist-level stand-in for LFM-1b. "
@@ -53,19 +53,7 @@ def load_lfm() -> SequenceDataset:
                 f"split {split!r} not one of {LFM_SPLITS}", path=seq_path, line=line,
                 source=LFM_SOURCE,
             )
-        try:
-            seq = np.asarray([int(t) for t in items.split()], dtype=np.int64)
-        except ValueError as exc:
-            raise DatasetError(
-                f"non-integer item index ({exc})", path=seq_path, line=line, source=LFM_SOURCE
-            ) from None
-        if len(seq) == 0:
-            raise DatasetError("empty sequence", path=seq_path, line=line, source=LFM_SOURCE)
-        if seq.min() < 0 or seq.max() >= len(ids):
-            raise DatasetError(
-                f"item index outside [0, {len(ids)})", path=seq_path, line=line,
-                source=LFM_SOURCE,
-            )
+        seq = parse_item_indices(items, len(ids), path=seq_path, line=line, source=LFM_SOURCE)
         users.append(seq_id)
         seqs.append(seq)
     return make_dataset(

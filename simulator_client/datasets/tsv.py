@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from simulator_client.datasets.errors import DatasetError
 from simulator_client.datasets.paths import dataset_file
 
@@ -38,3 +40,22 @@ def read_tsv(
                 )
             out.append((reader.line_num, row))
     return path, out
+
+
+def parse_item_indices(
+    text: str, num_items: int, *, path: Path, line: int, source: str
+) -> np.ndarray:
+    """A non-empty, space-separated list of 0-based item indices below ``num_items``."""
+    try:
+        seq = np.asarray([int(t) for t in text.split()], dtype=np.int64)
+    except ValueError as exc:
+        raise DatasetError(
+            f"non-integer item index ({exc})", path=path, line=line, source=source
+        ) from None
+    if len(seq) == 0:
+        raise DatasetError("empty sequence", path=path, line=line, source=source)
+    if seq.min() < 0 or seq.max() >= num_items:
+        raise DatasetError(
+            f"item index outside [0, {num_items})", path=path, line=line, source=source
+        )
+    return seq
