@@ -95,7 +95,8 @@ def draw_slates(
     if strategy == "greedy":
         return _top_k(np.where(allowed, p, -np.inf), k), np.ones((b, k))
     if k == 1:
-        return _draw_one(p, allowed, counts, strategy, epsilon, rng)
+        items1, props1 = _draw_one(p, allowed, counts, strategy, epsilon, rng)
+        return items1, clip_probability(props1)
     items = np.empty((b, k), dtype=np.int64)
     props = np.empty((b, k), dtype=np.float64)
     for row in range(b):
@@ -103,7 +104,17 @@ def draw_slates(
             items[row], props[row] = _categorical_row(p[row], allowed[row], k, rng)
         else:
             items[row], props[row] = _epsilon_row(p[row], allowed[row], k, epsilon, rng)
-    return items, props
+    return items, clip_probability(props)
+
+
+def clip_probability(p: np.ndarray) -> np.ndarray:
+    """``p`` clipped into [0, 1].
+
+    Sequential draws renormalise the remaining mass, and float rounding (which differs
+    between BLAS kernels) can leave the last item of a slate at 1 + 1e-16: a propensity
+    is a probability, so it never leaves the unit interval at any layer.
+    """
+    return np.clip(p, 0.0, 1.0)
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

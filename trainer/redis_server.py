@@ -82,6 +82,9 @@ class EmbeddedRedis:
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         """Start the server and wait until it answers PING."""
+        # redis-server changes into --dir before it opens --logfile, so a relative path
+        # would be resolved twice; every path handed to the child is absolute.
+        self.data_dir = Path(self.data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             str(redis_server_binary()),

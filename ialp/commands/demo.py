@@ -93,6 +93,10 @@ def _demo(args: argparse.Namespace) -> int:
     from simulator_client.replay import SimulateConfig, simulate, write_outputs
     from trainer.redis_server import EmbeddedRedis, free_port
 
+    # Child processes (redis-server changes its working folder) get absolute paths only.
+    args.out = Path(args.out).resolve()
+    if args.checkpoint is not None:
+        args.checkpoint = Path(args.checkpoint).resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"Building the {args.env} environments ...")
     train_env = make_env(args.env, "train", progress=True)
