@@ -124,6 +124,7 @@ class RecBatchEnv:
         item_vectors: np.ndarray | None = None,
         item_popularity: np.ndarray | None = None,
         item_text: Sequence[str] | None = None,
+        item_ids: Sequence[str] | None = None,
     ) -> None:
         if len(users) == 0:
             raise ValueError(f"environment {name!r} has no users")
@@ -140,6 +141,15 @@ class RecBatchEnv:
         self.item_popularity = item_popularity
         """[I] training interaction counts, used by popularity baselines and novelty."""
         self.item_text = tuple(item_text) if item_text is not None else None
+        self.item_ids: tuple[str, ...] = (
+            tuple(str(x) for x in item_ids) if item_ids is not None
+            else tuple(str(i) for i in range(self.num_items))
+        )
+        """The catalogue's external id per item index (what a client sends over HTTP);
+        the decimal index where the dataset has no ids of its own (Coat)."""
+        if len(self.item_ids) != self.num_items:
+            raise ValueError(f"environment {name!r}: {len(self.item_ids)} item ids for "
+                             f"{self.num_items} items")
         self._n = 0
         self._alloc(0)
 

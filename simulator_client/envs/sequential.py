@@ -554,6 +554,7 @@ def make_sequential_env(
         item_vectors=train_model.item_embeddings(),
         item_popularity=ds.item_popularity(parts.train_users),
         item_text=ds.item_text,
+        item_ids=ds.item_ids,
     )
 
 
