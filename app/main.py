@@ -16,19 +16,22 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 
 from app.decisions import DecisionStore
+from app.item_ids import ItemIds, user_index
 from app.limits import RateLimitMiddleware, RequestLimitMiddleware, TokenBuckets
 from app.metrics import LatencyMiddleware, ServiceMetrics
 from app.policy_holder import PolicyHolder, PolicyWatcher
 from app.recommender import RecommendCall, Recommender
 from app.redis_gate import RedisGate
 from app.schemas import (
+    CatalogueInfo,
     ErrorResponse,
     FeedbackRequest,
     FeedbackResponse,
@@ -67,6 +70,7 @@ class ServiceState:
     bus: RedisStreamBus
     gate: RedisGate
     recommender: Recommender
+    item_ids: ItemIds
     embedded: EmbeddedRedis | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -110,6 +114,24 @@ async def _initial_policy(settings: ServiceSettings, registry: PolicyRegistry) -
                    settings.num_items)
     return init_policy(PolicyConfig(num_items=settings.num_items, max_len=settings.max_len),
                        seed=settings.seed)
+
+
+def _load_item_ids(settings: ServiceSettings, num_items: int) -> ItemIds:
+    """The deployment's id rule: the configured catalogue, else the checkpoint's, else
+    integer indices. A catalogue whose size differs from the policy's stops start-up."""
+    from policy.catalogue import CATALOGUE_FILE, Catalogue
+
+    path = settings.catalogue
+    if path is None and settings.checkpoint is not None:
+        candidate = Path(settings.checkpoint) / CATALOGUE_FILE
+        path = candidate if candidate.is_file() else None
+    if path is None:
+        logger.info("no catalogue: items are the integer indices 0..%d", num_items - 1)
+        return ItemIds(num_items)
+    catalogue = Catalogue.from_file(path)
+    logger.info("catalogue %s: %d items (fingerprint %s)", path, len(catalogue),
+                catalogue.fingerprint)
+    return ItemIds(num_items, catalogue)
 
 
 async def _default_reward_loop(svc: ServiceState) -> None:
@@ -157,7 +179,16 @@ def _make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Any:
             socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0))
         keys = RedisKeys(settings.namespace)
         registry = PolicyRegistry(client, keys, keep=settings.keep_versions)
-        policy = await _initial_policy(settings, registry)
+        try:
+            policy = await _initial_policy(settings, registry)
+            item_ids = _load_item_ids(settings, policy.num_items)
+        except BaseException:
+            # A catalogue that does not fit stops start-up; release what was opened.
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+            raise
 
         def on_swap(p: MixedPolicy) -> None:
             metrics.policy_version.set(p.version)
@@ -179,7 +210,7 @@ def _make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Any:
             max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
             seed=settings.seed)
         svc = ServiceState(settings, metrics, client, keys, registry, holder, watcher,
-                           store, bus, gate, recommender, embedded)
+                           store, bus, gate, recommender, item_ids, embedded)
         app.state.svc = svc
         recommender.start()
         watcher.start()
@@ -250,18 +281,11 @@ def _error(loc: tuple[str | int, ...], msg: str, kind: str, value: Any) -> dict[
     return {"type": kind, "loc": loc, "msg": msg, "input": value}
 
 
-def _check_items(errors: list[dict[str, Any]], name: str, items: list[int],
-                 num_items: int) -> None:
-    bad = [(i, x) for i, x in enumerate(items) if not 0 <= x < num_items]
-    for i, x in bad[:10]:  # a handful is enough to fix a request
-        errors.append(_error(("body", name, i),
-                             f"unknown item id {x}: the catalogue has ids 0..{num_items - 1}",
-                             "unknown_item", x))
+def validate_recommend(req: RecommendRequest, item_ids: ItemIds,
+                       settings: ServiceSettings) -> tuple[list[int], list[int]]:
+    """Checks that depend on the catalogue and the configured limits (422 on failure).
 
-
-def validate_recommend(req: RecommendRequest, num_items: int,
-                       settings: ServiceSettings) -> None:
-    """Checks that depend on the catalogue and the configured limits (422 on failure)."""
+    Returns the history and the exclude list as the policy's item indices."""
     errors: list[dict[str, Any]] = []
     if len(req.history) > settings.max_history:
         errors.append(_error(("body", "history"),
@@ -273,9 +297,12 @@ def validate_recommend(req: RecommendRequest, num_items: int,
                              f"exclude has {len(req.exclude)} items; at most "
                              f"{settings.max_exclude} are accepted", "too_long",
                              len(req.exclude)))
-    _check_items(errors, "history", req.history, num_items)
-    _check_items(errors, "exclude", req.exclude, num_items)
-    available = num_items - len({x for x in req.exclude if 0 <= x < num_items})
+    if errors:  # no lookups for bodies that are too long anyway
+        raise RequestValidationError(errors)
+    history = item_ids.to_indices("history", req.history, errors)
+    exclude = item_ids.to_indices("exclude", req.exclude, errors)
+    num_items = item_ids.num_items
+    available = num_items - len(set(exclude))
     limit = min(settings.max_k, available)
     if req.k > limit:
         errors.append(_error(("body", "k"),
@@ -284,6 +311,7 @@ def validate_recommend(req: RecommendRequest, num_items: int,
                              "out_of_range", req.k))
     if errors:
         raise RequestValidationError(errors)
+    return history, exclude
 
 
 def _policy_info(policy: MixedPolicy, **extra: Any) -> PolicyInfo:
@@ -349,12 +377,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def recommend(req: RecommendRequest, request: Request) -> RecommendResponse:
         """Serve a slate from the current policy and record the decision for feedback."""
         svc = _svc(request)
-        validate_recommend(req, svc.holder.policy.num_items, svc.settings)
-        call = RecommendCall(uuid.uuid4().hex, req.user_id, req.history, req.k,
-                             req.exclude, req.explore)
+        history, exclude = validate_recommend(req, svc.item_ids, svc.settings)
+        call = RecommendCall(uuid.uuid4().hex, user_index(req.user_id), history, req.k,
+                             exclude, req.explore)
         slate, policy, recorded = await svc.recommender.recommend(call)
         return RecommendResponse(
-            event_id=call.event_id, items=[int(i) for i in slate.items],
+            event_id=call.event_id, items=svc.item_ids.to_external(slate.items),
             propensities=[float(p) for p in slate.propensities],
             sources=list(slate.sources), policy_version=int(policy.version),
             alpha=float(policy.alpha), decision_recorded=recorded)
@@ -375,6 +403,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         Each event id is accepted once; a repeat is answered 200 with status
         ``duplicate`` and never learned twice."""
         svc = _svc(request)
+        item, why = svc.item_ids.to_index(body.item_id)
+        if item is None:
+            metrics.feedback.labels(outcome="rejected").inc()
+            raise RequestValidationError([_error(("body", "item_id"), why, "unknown_item",
+                                                 body.item_id)])
         try:
             decision = await svc.store.get(body.event_id)
         except _redis_errors() as exc:
@@ -385,11 +418,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             raise HTTPException(404, detail=f"unknown or expired event_id '{body.event_id}' "
                                 f"(decisions accept feedback for {svc.settings.decision_ttl_s}"
                                 " s)")
-        if body.item_id not in decision.items:
+        if item not in decision.items:
             metrics.feedback.labels(outcome="rejected").inc()
-            raise HTTPException(409, detail=f"item_id {body.item_id} was not recommended in "
-                                f"event '{body.event_id}' (slate: {list(decision.items)})")
-        transition = decision.transition(body.item_id, body.reward, body.done)
+            slate = svc.item_ids.to_external(decision.items)
+            raise HTTPException(409, detail=f"item_id {body.item_id!r} was not recommended "
+                                f"in event '{body.event_id}' (slate: {slate})")
+        transition = decision.transition(item, body.reward, body.done)
         try:
             stream_id = await svc.bus.publish(transition)
         except _redis_errors() as exc:
@@ -441,6 +475,22 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             raise _unavailable(svc.settings, "cannot roll back") from exc
         return _policy_info(svc.holder.policy, trainer_lag=None, kept_versions=kept,
                             current_version=version)
+
+    @app.get("/v1/catalogue", response_model=CatalogueInfo, tags=["policy"],
+             summary="The item ids this replica accepts and returns (paged)")
+    async def catalogue(
+        request: Request,
+        offset: Annotated[int, Query(ge=0, description="first index of the page")] = 0,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="page size")] = 1000,
+    ) -> CatalogueInfo:
+        """Which id is which item index: ``item_ids[j]`` is index ``offset + j``."""
+        ids = _svc(request).item_ids
+        stop = min(ids.num_items, offset + limit)
+        cat = ids.catalogue
+        return CatalogueInfo(
+            mode="catalogue" if cat is not None else "index", size=ids.num_items,
+            fingerprint=None if cat is None else cat.fingerprint, offset=offset,
+            item_ids=ids.to_external(range(offset, stop)) if offset < stop else [])
 
     @app.get("/healthz", response_model=HealthResponse, tags=["operations"],
              summary="Liveness")

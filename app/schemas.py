@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 _HARD_MAX = 100_000  # static bound; the configured limits are checked per request
+
+_MAX_ID_CHARS = 256
+
+
+def _id_value(value: Any) -> int | str:
+    """One id: a non-negative 64-bit integer or a non-empty string of at most 256
+    characters (one clear error, not one per union member)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("an id is a string or a non-negative integer")
+    if isinstance(value, int) and not 0 <= value <= 2**63 - 1:
+        raise ValueError("an integer id lies in 0..2**63-1")
+    if isinstance(value, str) and not 1 <= len(value) <= _MAX_ID_CHARS:
+        raise ValueError(f"a string id has 1..{_MAX_ID_CHARS} characters")
+    return value
+
+
+_ID_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": _MAX_ID_CHARS},
+                        {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}]}
+ItemId = Annotated[int | str, PlainValidator(_id_value), WithJsonSchema(_ID_SCHEMA)]
+"""An item: the catalogue's string id, or the 0-based index where there is no catalogue
+(rules in ``app.item_ids``)."""
+UserId = Annotated[int | str, PlainValidator(_id_value), WithJsonSchema(_ID_SCHEMA)]
+"""A user: any string, or the user's non-negative integer index in the training data."""
 
 
 class RecommendRequest(BaseModel):
@@ -15,21 +38,24 @@ class RecommendRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [
-            {"user_id": 17, "history": [3, 41, 7], "k": 2, "exclude": [5], "explore": True}
+            {"user_id": "u17", "history": ["sku-3", "sku-41", "sku-7"], "k": 2,
+             "exclude": ["sku-5"], "explore": True},
+            {"user_id": 17, "history": [3, 41, 7], "k": 2, "exclude": [5], "explore": True},
         ]},
     )
 
-    user_id: int = Field(ge=0, le=2**63 - 1, description="User id (non-negative 64-bit "
-                         "integer).", examples=[17])
-    history: list[int] = Field(
+    user_id: UserId = Field(description="User id: a string, or the user's non-negative "
+                            "integer index in the training data.", examples=["u17"])
+    history: list[ItemId] = Field(
         min_length=1, max_length=_HARD_MAX,
         description="Item ids the user interacted with, oldest first (non-empty; at most "
-        "the configured max_history).", examples=[[3, 41, 7]])
+        "the configured max_history). With a catalogue: the catalogue's ids; without: "
+        "0-based item indices.", examples=[["sku-3", "sku-41", "sku-7"]])
     k: int = Field(default=1, ge=1, le=_HARD_MAX,
                    description="Slate size (1 ≤ k ≤ configured max_k).", examples=[2])
-    exclude: list[int] = Field(
+    exclude: list[ItemId] = Field(
         default_factory=list, max_length=_HARD_MAX,
-        description="Item ids that must not be recommended.", examples=[[5]])
+        description="Item ids that must not be recommended.", examples=[["sku-5"]])
     explore: bool = Field(
         default=True, description="Sample from π̃ (true) or take its most likely items.")
 
@@ -38,12 +64,14 @@ class RecommendResponse(BaseModel):
     """The decision: send feedback for it with ``event_id``."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "event_id": "5f0c8a6e2b0e4c3e9a1d2f7b6c5e4d3a", "items": [12, 4],
+        "event_id": "5f0c8a6e2b0e4c3e9a1d2f7b6c5e4d3a", "items": ["sku-12", "sku-4"],
         "propensities": [0.031, 0.012], "sources": ["theta", "beta"],
         "policy_version": 7, "alpha": 0.35, "decision_recorded": True}]})
 
     event_id: str = Field(description="Id of this decision (use it in /v1/feedback).")
-    items: list[int] = Field(description="Recommended item ids, best first.")
+    items: list[int | str] = Field(
+        description="Recommended item ids, best first: the catalogue's ids (strings), or "
+        "0-based indices (integers) where the service has no catalogue.")
     propensities: list[float] = Field(
         description="Probability of each item under the serving mixed policy π̃.")
     sources: list[str] = Field(
@@ -61,7 +89,7 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [
-            {"event_id": "5f0c8a6e2b0e4c3e9a1d2f7b6c5e4d3a", "item_id": 12, "reward": 4.0,
+            {"event_id": "5f0c8a6e2b0e4c3e9a1d2f7b6c5e4d3a", "item_id": "sku-12", "reward": 4.0,
              "done": False}]},
     )
 
@@ -69,7 +97,8 @@ class FeedbackRequest(BaseModel):
     event_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$",
                           description="event_id returned by /v1/recommend (letters, "
                           "digits, '-' and '_').")
-    item_id: int = Field(ge=0, description="The recommended item the feedback is about.")
+    item_id: ItemId = Field(description="The recommended item the feedback is about, as "
+                            "/v1/recommend returned it.")
     reward: float = Field(allow_inf_nan=False, description="Finite reward (e.g. rating).",
                           examples=[4.0])
     done: bool = Field(default=False, description="The user's session ended here.")
@@ -138,3 +167,20 @@ class HealthResponse(BaseModel):
     policy_loaded: bool = True
     redis: bool | None = None
     policy_version: int | None = None
+
+
+class CatalogueInfo(BaseModel):
+    """The ids this replica accepts and returns, one page at a time."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "mode": "catalogue", "size": 300, "fingerprint": "3f1c0a9e5b7d2c41", "offset": 0,
+        "item_ids": ["sku-0", "sku-1"]}]})
+
+    mode: Literal["catalogue", "index"] = Field(
+        description="catalogue: string ids of a catalogue; index: 0-based integers.")
+    size: int = Field(description="Number of items; index i is item_ids[i].")
+    fingerprint: str | None = Field(
+        description="Hash of the catalogue's ids in order (replicas agree iff equal); "
+        "null without a catalogue.")
+    offset: int = Field(description="Index of the first id on this page.")
+    item_ids: list[int | str] = Field(description="The ids of indices offset, offset+1, ...")

@@ -31,6 +31,11 @@ class ServiceSettings(BaseSettings):
     checkpoint: Path | None = Field(
         default=None, description="Policy checkpoint served until the trainer publishes "
         "a version (ignored when Redis already holds a current version).")
+    catalogue: Path | None = Field(
+        default=None, description="Catalogue file: the item ids callers use, row i = item "
+        "index i (an items file with an item_id column, or one id per line). Unset: "
+        "catalogue.txt in the checkpoint folder when present, else items are 0-based "
+        "integer indices.")
     num_items: int = Field(
         default=300, ge=1, description="Catalogue size of the untrained policy used "
         "when no checkpoint is given (demos, tests).")

@@ -28,7 +28,8 @@ class Decision:
     """What /v1/recommend returned."""
 
     event_id: str
-    items: list[int]
+    items: list[int | str]
+    """The service's item ids: strings with a catalogue, integers without."""
     propensities: list[float]
     policy_version: int
     alpha: float
@@ -94,35 +95,35 @@ class ServiceClient:
 
     async def recommend(
         self,
-        user_id: int,
-        history: Sequence[int],
+        user_id: int | str,
+        history: Sequence[int | str],
         *,
         k: int = 1,
-        exclude: Sequence[int] = (),
+        exclude: Sequence[int | str] = (),
         explore: bool = True,
     ) -> Decision:
-        """POST /v1/recommend."""
+        """POST /v1/recommend (ids as the service speaks them: see ``GET /v1/catalogue``)."""
         body = {
-            "user_id": int(user_id),
-            "history": [int(i) for i in history],
+            "user_id": user_id,
+            "history": list(history),
             "k": k,
-            "exclude": [int(i) for i in exclude],
+            "exclude": list(exclude),
             "explore": explore,
         }
         data = self._check(await self._request("POST", "/v1/recommend", body), "/v1/recommend")
         return Decision(
             event_id=data["event_id"],
-            items=[int(i) for i in data["items"]],
+            items=list(data["items"]),
             propensities=[float(p) for p in data["propensities"]],
             policy_version=int(data["policy_version"]),
             alpha=float(data["alpha"]),
         )
 
     async def feedback(
-        self, event_id: str, item_id: int, reward: float, *, done: bool = False
+        self, event_id: str, item_id: int | str, reward: float, *, done: bool = False
     ) -> str:
         """POST /v1/feedback; returns ``"accepted"`` or ``"duplicate"``."""
-        body = {"event_id": event_id, "item_id": int(item_id), "reward": float(reward),
+        body = {"event_id": event_id, "item_id": item_id, "reward": float(reward),
                 "done": bool(done)}
         data = self._check(await self._request("POST", "/v1/feedback", body), "/v1/feedback")
         return str(data["status"])
@@ -130,6 +131,11 @@ class ServiceClient:
     async def policy(self) -> dict[str, Any]:
         """GET /v1/policy."""
         return dict(self._check(await self._request("GET", "/v1/policy"), "/v1/policy"))
+
+    async def catalogue(self, *, offset: int = 0, limit: int = 1000) -> dict[str, Any]:
+        """GET /v1/catalogue: the id mode, the size and one page of item ids."""
+        path = f"/v1/catalogue?offset={offset}&limit={limit}"
+        return dict(self._check(await self._request("GET", path), "/v1/catalogue"))
 
     async def raw(self, method: str, path: str, json: Any = None) -> httpx.Response:
         """An unchecked request (the load tester counts statuses itself)."""

@@ -21,7 +21,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import httpx
 import numpy as np
 
 from simulator_client.http_client import ServiceClient
+from simulator_client.item_ids import negotiate
 
 
 @dataclass(frozen=True)
@@ -135,22 +136,32 @@ async def run_loadtest(
     config: LoadConfig,
     *,
     histories: list[list[int]],
+    item_ids: Sequence[str] | None = None,
     api_key: str | None = None,
 ) -> dict[str, Any]:
-    """Run the no-op phase and the recommend/feedback phase; return the report."""
+    """Run the no-op phase and the recommend/feedback phase; return the report.
+
+    ``histories`` hold item indices of an environment whose item i has the external id
+    ``item_ids[i]`` (default: the decimal index); they are sent as the service's ids, and
+    users as strings, as a real caller would."""
     if not histories or any(not h for h in histories):
         raise ValueError("loadtest needs non-empty histories to send")
     rng = np.random.default_rng(config.seed)
     conns = max(config.concurrency or 0, 64)
     async with ServiceClient(base_url, api_key=api_key, max_connections=conns) as client:
         before = await client.policy()
-        probe = await client.raw("POST", "/v1/noop", {"user_id": 0, "history": histories[0]})
+        if item_ids is None:
+            size = int((await client.catalogue(limit=1))["size"])
+            item_ids = [str(i) for i in range(size)]
+        ids = await negotiate(client, item_ids)
+        wire = [ids.send(h) for h in histories]
+        probe = await client.raw("POST", "/v1/noop", {"user_id": "load-0", "history": wire[0]})
         use_noop = probe.status_code == 200
 
         async def noop(i: int) -> str:
-            h = histories[i % len(histories)]
+            h = wire[i % len(wire)]
             if use_noop:
-                resp = await client.raw("POST", "/v1/noop", {"user_id": i, "history": h})
+                resp = await client.raw("POST", "/v1/noop", {"user_id": f"load-{i}", "history": h})
             else:
                 resp = await client.raw("GET", "/healthz")
             return str(resp.status_code)
@@ -179,9 +190,9 @@ async def run_loadtest(
                 accepted += 1
 
         async def mix(i: int) -> str:
-            h = histories[i % len(histories)]
+            h = wire[i % len(wire)]
             resp = await client.raw(
-                "POST", "/v1/recommend", {"user_id": i, "history": h, "k": config.k}
+                "POST", "/v1/recommend", {"user_id": f"load-{i}", "history": h, "k": config.k}
             )
             if resp.status_code == 200 and rng.random() < config.feedback_ratio:
                 # Feedback is its own request: it adds load but not recommend latency.

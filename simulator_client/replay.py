@@ -21,6 +21,7 @@ import numpy as np
 from policy.types import PAD
 from simulator_client.envs.base import RecBatchEnv
 from simulator_client.http_client import ServiceClient
+from simulator_client.item_ids import ItemIdMap, negotiate, user_ref
 from simulator_client.metrics import Episode, summarize
 
 
@@ -56,12 +57,16 @@ async def play_episodes(
     learn: bool,
     concurrency: int,
     exclude_seen: bool = True,
+    ids: ItemIdMap | None = None,
 ) -> tuple[list[Episode], dict[str, int]]:
     """Play one episode per user, ``concurrency`` users at a time, in lock-step.
 
     At each step every active user asks the service for a recommendation, the
-    environment answers with rewards, and (when ``learn``) the feedback goes back.
+    environment answers with rewards, and (when ``learn``) the feedback goes back. Items
+    travel as the service's ids (``ids``; default: integer indices).
     """
+    if ids is None:
+        ids = ItemIdMap(tuple(range(env.num_items)), "index")
     n_slots = max(1, min(concurrency, len(users)))
     queue = list(users.tolist())
     slot_user = np.asarray(queue[:n_slots])
@@ -77,10 +82,11 @@ async def play_episodes(
         exclude = env.episode_items(slot).tolist() if exclude_seen else []
         async with sem:
             return slot, await client.recommend(
-                int(slot_user[slot]), history, explore=explore, exclude=exclude
+                user_ref(int(slot_user[slot])), ids.send(history), explore=explore,
+                exclude=ids.send(exclude),
             )
 
-    async def feedback(event_id: str, item: int, reward: float, done: bool) -> str:
+    async def feedback(event_id: str, item: int | str, reward: float, done: bool) -> str:
         async with sem:
             return await client.feedback(event_id, item, reward, done=done)
 
@@ -95,12 +101,12 @@ async def play_episodes(
         counts["recommend"] += len(decisions)
         actions = np.zeros(n_slots, dtype=np.int64)
         for slot, decision in decisions.items():
-            actions[slot] = decision.items[0]
+            actions[slot] = ids.receive(decision.items[:1])[0]
         _, r, term, trunc, _ = env.step(actions)
         if learn:
             statuses = await asyncio.gather(
                 *[
-                    feedback(decisions[s].event_id, int(actions[s]), float(r[s]),
+                    feedback(decisions[s].event_id, decisions[s].items[0], float(r[s]),
                              bool(term[s] or trunc[s]))
                     for s in active.tolist()
                 ]
@@ -155,11 +161,7 @@ async def simulate(
         base_url, api_key=api_key, max_connections=config.concurrency
     ) as client:
         info = await client.policy()
-        if int(info.get("num_items", train_env.num_items)) != train_env.num_items:
-            raise ValueError(
-                f"the service's catalogue has {info['num_items']} items but environment "
-                f"{config.env!r} has {train_env.num_items}: serve a policy for this catalogue"
-            )
+        ids = await negotiate(client, train_env.item_ids)
         for rnd in range(config.rounds + 1):
             row: dict[str, Any] = {"round": rnd}
             started = time.perf_counter()
@@ -167,7 +169,7 @@ async def simulate(
                 users = train_env.sample_users(config.episodes, rng)
                 eps, counts = await play_episodes(
                     client, train_env, users, explore=True, learn=True,
-                    concurrency=config.concurrency, exclude_seen=config.exclude_seen,
+                    concurrency=config.concurrency, exclude_seen=config.exclude_seen, ids=ids,
                 )
                 train = summarize(eps, num_items=train_env.num_items)
                 row.update(
@@ -177,7 +179,7 @@ async def simulate(
             users = test_env.sample_users(config.eval_episodes, rng)
             eps, _ = await play_episodes(
                 client, test_env, users, explore=False, learn=False,
-                concurrency=config.concurrency, exclude_seen=config.exclude_seen,
+                concurrency=config.concurrency, exclude_seen=config.exclude_seen, ids=ids,
             )
             test = summarize(eps, num_items=test_env.num_items)
             info = await client.policy()

@@ -132,6 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from policy.catalogue import CATALOGUE_FILE, Catalogue
     from simulator_client.experiment import ExperimentConfig, policy_config_for
     from simulator_client.registry import make_env
     from trainer.pretrain import PretrainConfig, StartState, pretrain_ialp, save_pretrain
@@ -175,6 +176,9 @@ def _run(args: argparse.Namespace) -> int:
                                   args.seed, progress)
         extra["eval_episodes"] = args.eval_episodes
     path = save_pretrain(result, args.out, extra)
+    # The environment's item ids travel with the policy: `ialp serve --checkpoint` then
+    # speaks the caller's ids (row i of catalogue.txt = item index i).
+    Catalogue.of(env.item_ids).to_file(path / CATALOGUE_FILE)
     s = result.summary
     summary = {"checkpoint": str(path), "version": result.policy.version,
                "transitions": s["transitions"], "updates": s["updates"],

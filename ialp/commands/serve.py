@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "redis-server with persistence")
     p.add_argument("--namespace", help="Redis key prefix of this deployment")
     p.add_argument("--checkpoint", help="policy checkpoint directory to serve")
+    p.add_argument("--catalogue", help="catalogue file: the item ids callers use (an items "
+                   "file with an item_id column, or one id per line); default: "
+                   "catalogue.txt in the checkpoint folder, else integer item indices")
     p.add_argument("--num-items", type=int, help="catalogue size of the untrained policy "
                    "used without a checkpoint")
     p.add_argument("--max-history", type=int)
@@ -37,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
 
-_FIELDS = ("redis_url", "namespace", "checkpoint", "num_items", "max_history", "max_k",
+_FIELDS = ("redis_url", "namespace", "checkpoint", "catalogue", "num_items", "max_history", "max_k",
            "micro_batching", "batch_max_size", "batch_max_wait_ms", "default_reward",
            "default_reward_after_s", "enable_noop", "seed")
 

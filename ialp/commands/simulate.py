@@ -86,7 +86,9 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _histories(args: argparse.Namespace) -> list[list[int]]:
+def _histories(args: argparse.Namespace) -> tuple[list[list[int]], tuple[str, ...] | None]:
+    """Histories (item indices) to send, with the environment's item ids (``None`` for
+    synthetic items: the decimal index)."""
     import numpy as np
 
     from policy.types import PAD
@@ -94,7 +96,7 @@ def _histories(args: argparse.Namespace) -> list[list[int]]:
     rng = np.random.default_rng(args.seed)
     if args.synthetic_items:
         lengths = rng.integers(1, 21, size=1000)
-        return [rng.integers(0, args.synthetic_items, size=n).tolist() for n in lengths]
+        return [rng.integers(0, args.synthetic_items, size=n).tolist() for n in lengths], None
     from simulator_client.registry import make_env
 
     env = make_env(args.env, "test", progress=False)
@@ -103,7 +105,7 @@ def _histories(args: argparse.Namespace) -> list[list[int]]:
     for row in obs.history:
         h = row[row != PAD].tolist()
         out.append(h if h else [int(rng.integers(0, env.num_items))])
-    return out
+    return out, env.item_ids
 
 
 def _loadtest(args: argparse.Namespace) -> int:
@@ -115,8 +117,10 @@ def _loadtest(args: argparse.Namespace) -> int:
         feedback_ratio=args.feedback_ratio, k=args.k, seed=args.seed,
         learn_wait_s=args.learn_wait,
     )
+    histories, item_ids = _histories(args)
     report = asyncio.run(
-        run_loadtest(args.base_url, config, histories=_histories(args), api_key=_api_key())
+        run_loadtest(args.base_url, config, histories=histories, item_ids=item_ids,
+                     api_key=_api_key())
     )
     write_report(report, args.out)
     clean = {k: v for k, v in report.items() if not k.startswith("_")}

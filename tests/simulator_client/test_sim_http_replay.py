@@ -70,7 +70,7 @@ def test_simulate_refuses_a_mismatched_catalogue(stack: Stack) -> None:
         reward_model=MatrixReward(np.ones((2, 5))),
         leave_rule=DistanceLeaveRule(np.full((5, 5), 10.0)), max_steps=3,
     )
-    with pytest.raises(ValueError, match="300 items but environment"):
+    with pytest.raises(ValueError, match="300 items but the environment"):
         asyncio.run(simulate(stack.api, SimulateConfig(rounds=0), train_env=tiny,
                              test_env=tiny))
 
