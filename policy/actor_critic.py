@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from policy.config import PolicyConfig
-from policy.heads import ActorHead, CriticHead
+from policy.heads import ActorHead, CriticHead, ItemTable
 from policy.sasrec import SASRecEncoder
 
 
@@ -20,10 +20,23 @@ class ActorCritic(nn.Module):
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = SASRecEncoder(config)
+        # Item features (PolicyConfig.item_features > 0): one table shared by the encoder's
+        # input and both heads; zeros until :meth:`set_item_features` or a checkpoint fills it.
+        self.items = ItemTable(config.num_items, config.item_features) \
+            if config.item_features > 0 else None
+        self.encoder = SASRecEncoder(config, self.items)
         tied = self.encoder.item_emb if config.tied_heads else None
-        self.actor = ActorHead(config.hidden, config.num_items, tied)
-        self.critic = CriticHead(config.hidden, config.num_items, tied)
+        self.actor = ActorHead(config.hidden, config.num_items, tied, self.items,
+                               config.item_ids, config.prior_scale)
+        self.critic = CriticHead(config.hidden, config.num_items, tied, self.items,
+                                 config.item_ids)
+
+    def set_item_features(self, features: torch.Tensor, prior: torch.Tensor) -> None:
+        """Fill the item table ([I, F] features, [I] prior of the actor's item bias)."""
+        if self.items is None:
+            raise ValueError("this network was built without item features "
+                             "(PolicyConfig.item_features = 0)")
+        self.items.fill(features.float(), prior.float())
 
     def encode(self, histories: torch.Tensor, user_ids: torch.Tensor | None = None) -> torch.Tensor:
         """States ``[B, H]``."""

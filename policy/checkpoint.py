@@ -31,6 +31,7 @@ from safetensors.torch import save as st_save
 from policy.actor_critic import ActorCritic
 from policy.config import PolicyConfig
 from policy.exploration import ExplorationConfig
+from policy.item_features import ItemFeatures
 from policy.mixed import MixedPolicy
 
 FORMAT = 1
@@ -49,16 +50,32 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def build_network(config: PolicyConfig, *, seed: int) -> ActorCritic:
-    """A freshly initialised network; the global torch RNG is left untouched."""
+def build_network(
+    config: PolicyConfig, *, seed: int, item_features: ItemFeatures | None = None
+) -> ActorCritic:
+    """A freshly initialised network; the global torch RNG is left untouched.
+
+    ``item_features`` fills the item table of a network with ``config.item_features`` > 0
+    (without it the table stays zero, to be loaded from a checkpoint or copied)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ActorCritic(config)
+        net = ActorCritic(config)
+    if item_features is not None:
+        if item_features.dim != config.item_features or (
+                item_features.num_items != config.num_items):
+            raise ValueError(
+                f"item features are [{item_features.num_items}, {item_features.dim}] but the "
+                f"network expects [{config.num_items}, {config.item_features}]")
+        net.set_item_features(torch.from_numpy(item_features.matrix),
+                              torch.from_numpy(item_features.prior))
+    return net
 
 
-def init_policy(config: PolicyConfig, *, seed: int) -> MixedPolicy:
+def init_policy(
+    config: PolicyConfig, *, seed: int, item_features: ItemFeatures | None = None
+) -> MixedPolicy:
     """An untrained plain policy (scheme ``none``, version 0)."""
-    net = build_network(config, seed=seed)
+    net = build_network(config, seed=seed, item_features=item_features)
     net.eval()
     meta = {"created_at": now_iso(), "parent_version": None, "updates": 0, "init_seed": seed}
     return MixedPolicy(net, scheme="none", version=0, metadata=meta)

@@ -30,6 +30,20 @@ class PolicyConfig:
     instead of an independent output row per item. Off by default: with the max over
     next-state Q of eq. 8, tying made Q-values diverge on Coat (the same embedding moves the
     input and the output of the bootstrap), see docs/policy.md."""
+    item_features: int = 0
+    """Width F of a per-item feature matrix (``policy.item_features``: log-popularity and
+    co-occurrence embeddings from training logs, optionally text embeddings). 0 = plain item
+    ids. With F > 0 the heads are factorised, score(s, a) = ⟨q(s), v_a⟩ + b_a with v_a and
+    b_a functions of item a's features, so one reward moves every similar item, and the
+    encoder adds projected features to its input embeddings. The matrix itself is a
+    buffer of the network (saved in checkpoints)."""
+    item_ids: bool = True
+    """With ``item_features`` > 0: keep a free per-item vector and bias next to the feature
+    terms (zero-initialised residuals)."""
+    prior_scale: float = 1.0
+    """With ``item_features`` > 0: the actor's logits include ``prior_scale`` × the
+    features' prior (standardised log-popularity of the training logs) as a fixed offset,
+    so a new policy starts popularity-aware; the learned terms can cancel it."""
 
     def __post_init__(self) -> None:
         if self.num_items <= 0:
@@ -44,6 +58,10 @@ class PolicyConfig:
             raise ValueError(f"blocks must be >= 0, got {self.blocks}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.item_features < 0:
+            raise ValueError(f"item_features must be >= 0, got {self.item_features}")
+        if self.item_features and self.tied_heads:
+            raise ValueError("item_features and tied_heads are alternatives; choose one")
         if self.num_users < 0:
             raise ValueError(f"num_users must be >= 0, got {self.num_users}")
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policy.config import PolicyConfig
+from policy.heads import ItemTable
 
 
 class _Block(nn.Module):
@@ -57,10 +58,13 @@ class _Block(nn.Module):
 class SASRecEncoder(nn.Module):
     """Maps item histories to states s_t = G(x_1:t): the output at the last position."""
 
-    def __init__(self, config: PolicyConfig) -> None:
+    def __init__(self, config: PolicyConfig, items: ItemTable | None = None) -> None:
         super().__init__()
         self.config = config
         n, h = config.num_items, config.hidden
+        # Item features (optional): projected and added to the id embeddings of the input.
+        self._items = [items] if items is not None else []
+        self.feat_in = nn.Linear(config.item_features, h) if items is not None else None
         # Rows: 0 = padding, 1..I = items (id + 1), I + 1 = start token.
         self.start_index = n + 1
         self.item_emb = nn.Embedding(n + 2, h, padding_idx=0)
@@ -80,6 +84,9 @@ class SASRecEncoder(nn.Module):
         nn.init.normal_(self.pos_emb.weight, std=0.02)
         if self.user_emb is not None:
             nn.init.normal_(self.user_emb.weight, std=0.02)
+        if self.feat_in is not None:
+            nn.init.normal_(self.feat_in.weight, std=0.02)
+            nn.init.zeros_(self.feat_in.bias)
 
     def tokens(self, histories: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` PAD=-1 item ids → ``[B, T]`` embedding rows, ``T <= max_len + 1``, with
@@ -113,6 +120,11 @@ class SASRecEncoder(nn.Module):
         tokens = self.tokens(histories)  # [B, T]
         b, t = tokens.shape
         x = self.item_emb(tokens)  # [B, T, H]
+        if self.feat_in is not None:
+            feats = self._items[0].features  # [I, F]
+            item_rows = (tokens - 1).clamp(0, self.config.num_items - 1)
+            is_item = ((tokens > 0) & (tokens <= self.config.num_items)).unsqueeze(-1)
+            x = x + self.feat_in(feats[item_rows]) * is_item  # [B, T, H]
         is_start = (tokens == self.start_index).unsqueeze(-1)  # [B, T, 1]
         if self.user_emb is not None:
             if user_ids is None:

@@ -38,9 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from policy.checkpoint import load_checkpoint
+from policy.checkpoint import init_policy, load_checkpoint
 from policy.config import PolicyConfig
 from policy.exploration import STRATEGIES, ExplorationConfig
+from policy.item_features import ItemFeatures
 from policy.mixed import MixedPolicy
 from simulator_client.datasets.paths import cache_dir
 from simulator_client.envs.base import RecBatchEnv
@@ -121,19 +122,27 @@ class FrozenAgent:
 
 # -- πθ: load or pre-train --------------------------------------------------------------
 def theta_cache_path(env_name: str, seed: int, policy_config: PolicyConfig,
-                     pretrain: dict[str, Any]) -> Path:
+                     pretrain: dict[str, Any], item_features: ItemFeatures | None = None
+                     ) -> Path:
     """Folder of the cached πθ for these settings (``.../policy`` is the checkpoint)."""
-    ident = json.dumps({"env": env_name, "seed": seed, "policy": policy_config.to_dict(),
-                        "pretrain": pretrain, "judge": "embedding"}, sort_keys=True)
+    ident_doc: dict[str, Any] = {"env": env_name, "seed": seed,
+                                 "policy": policy_config.to_dict(), "pretrain": pretrain,
+                                 "judge": "embedding"}
+    if item_features is not None:
+        ident_doc["items"] = hashlib.sha1(item_features.matrix.tobytes()
+                                          + item_features.prior.tobytes()).hexdigest()
+    ident = json.dumps(ident_doc, sort_keys=True)
     key = hashlib.sha1(ident.encode()).hexdigest()[:16]
     return cache_dir() / "ialp-theta" / f"{env_name}-{key}"
 
 
 def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyConfig,
-                   seed: int, pretrain: dict[str, Any], *, progress: bool = True) -> Path:
+                   seed: int, pretrain: dict[str, Any], *, progress: bool = True,
+                   item_features: ItemFeatures | None = None) -> Path:
     """Pre-train πθ with Algorithm 1 and the embedding judge (or find it in the cache);
-    returns the checkpoint folder."""
-    out = theta_cache_path(env_name, seed, policy_config, pretrain)
+    returns the checkpoint folder. ``item_features`` fill the item table of a network
+    with ``policy_config.item_features`` > 0 before pre-training."""
+    out = theta_cache_path(env_name, seed, policy_config, pretrain, item_features)
     ckpt = out / "policy"
     if ckpt.exists():
         return ckpt
@@ -155,8 +164,14 @@ def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyC
     judge = make_judge("embedding", item_text=train_env.item_text, scenario=env_name,
                        threshold=threshold)
     log.info("pre-training πθ on %s (seed %d) into %s", env_name, seed, out)
+    learner = None
+    if item_features is not None:
+        learner = make_learner("a2c", policy_config, seed=cfg.seed, **cfg.a2c,
+                               init=init_policy(policy_config, seed=cfg.seed,
+                                                item_features=item_features))
     try:
-        result = pretrain_ialp(judge, starts, policy_config, cfg, progress=progress)
+        result = pretrain_ialp(judge, starts, policy_config, cfg, progress=progress,
+                               learner=learner)
     finally:
         judge.close()
     # Written beside and renamed into place, so an interrupted or concurrent run never
@@ -191,7 +206,8 @@ def load_theta(ctx: MethodContext, special: dict[str, Any], *, progress: bool = 
         # Environments are named "<dataset>-train"; the judge's scenario is the dataset.
         env_name = ctx.train_env.name.removesuffix("-train")
         path = pretrain_theta(ctx.train_env, env_name, ctx.policy_config, ctx.seed,
-                              dict(special.get("pretrain", {})), progress=progress)
+                              dict(special.get("pretrain", {})), progress=progress,
+                              item_features=ctx.item_features)
     memo = f"{path.resolve()}"
     if memo not in _MEMO:
         _MEMO[memo] = load_checkpoint(path, expected_num_items=ctx.policy_config.num_items)
@@ -240,7 +256,8 @@ def _a2c_factory(strategy: str) -> Any:
     def factory(ctx: MethodContext) -> Agent:
         special, hyper = _settings(ctx, "a2c", shared=False)
         special["exploration"] = strategy
-        built = make_learner("a2c", ctx.policy_config, seed=ctx.seed, **hyper)
+        built = make_learner("a2c", ctx.policy_config, seed=ctx.seed, init=ctx.initial_policy(),
+                             **hyper)
         return ExploringAgent(ctx.name, built, ctx.experiment.online, seed=ctx.seed + 1,
                               exploration=_exploration(special))
 

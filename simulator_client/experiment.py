@@ -24,11 +24,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from policy.checkpoint import save_checkpoint
+from policy.checkpoint import init_policy, save_checkpoint
 from policy.config import PolicyConfig
+from policy.item_features import ItemFeatures
 from policy.mixed import MixedPolicy
 from simulator_client.envs.base import BatchObs, RecBatchEnv
 from simulator_client.evaluation import evaluate
+from simulator_client.item_features import ItemFeatureConfig, features_for
 from trainer.learners import available_learners, make_learner
 from trainer.runner import Agent, EvalActor, LearnerAgent, OnlineConfig, RandomAgent, StepBatch
 
@@ -62,8 +64,19 @@ class ExperimentConfig:
     """Give the encoder a user embedding sized to the environment's users."""
     hyper: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-method learner hyperparameters, e.g. ``{"a2c": {"lr": 1e-3}}``."""
+    items: str = "features"
+    """Item representation of learned methods: ``features`` (factorised heads over
+    features from the training logs, ``simulator_client.item_features``) or ``id`` (one
+    free output row per item)."""
+    item_features: tuple[str, ...] = ("logpop", "cooc")
+    """Feature kinds with ``items = "features"`` (``logpop``, ``cooc``, ``text``)."""
+    prior_scale: float = 3.0
+    """With ``items = "features"``: weight of the log-popularity prior in the actor's
+    logits at the start (``PolicyConfig.prior_scale``)."""
 
     def __post_init__(self) -> None:
+        if self.items not in ("features", "id"):
+            raise ValueError(f"items must be 'features' or 'id', not {self.items!r}")
         if self.steps < 0 or self.eval_every <= 0 or self.eval_episodes <= 0:
             raise ValueError("steps must be >= 0, eval_every and eval_episodes positive")
         if self.num_envs <= 0:
@@ -80,6 +93,15 @@ class MethodContext:
     experiment: ExperimentConfig
     seed: int
     hyper: dict[str, Any]
+    item_features: ItemFeatures | None = None
+    """The catalogue's features when ``policy_config.item_features`` > 0."""
+
+    def initial_policy(self) -> MixedPolicy | None:
+        """A fresh policy carrying the item features (None with plain item ids): pass it
+        as ``init`` to a learner that starts from scratch."""
+        if self.item_features is None:
+            return None
+        return init_policy(self.policy_config, seed=self.seed, item_features=self.item_features)
 
 
 MethodFactory = Callable[[MethodContext], Agent]
@@ -98,6 +120,7 @@ def available_methods() -> list[str]:
 
 def learner_agent(ctx: MethodContext, *, init: MixedPolicy | None = None) -> LearnerAgent:
     """The standard agent for learner ``ctx.name`` (optionally from pre-trained weights)."""
+    init = init if init is not None else ctx.initial_policy()
     learner = make_learner(ctx.name, ctx.policy_config, seed=ctx.seed, init=init, **ctx.hyper)
     return LearnerAgent(ctx.name, learner, ctx.experiment.online, seed=ctx.seed + 1)
 
@@ -123,9 +146,17 @@ class _EvalPolicy:
         return self.actor(obs.history, obs.user_ids, rng)
 
 
+def item_feature_config(config: ExperimentConfig) -> ItemFeatureConfig | None:
+    """The item features of ``config`` (None with plain item ids)."""
+    if config.items != "features":
+        return None
+    return ItemFeatureConfig(kinds=tuple(config.item_features))
+
+
 def policy_config_for(env: RecBatchEnv, config: ExperimentConfig) -> PolicyConfig:
     """The network shape used for ``env``."""
     num_users = int(env.users.max()) + 1 if config.user_embedding else 0
+    feats = item_feature_config(config)
     return PolicyConfig(
         num_items=env.num_items,
         max_len=config.max_len or env.history_window,
@@ -133,6 +164,8 @@ def policy_config_for(env: RecBatchEnv, config: ExperimentConfig) -> PolicyConfi
         heads=2,
         blocks=config.blocks,
         num_users=num_users,
+        item_features=feats.dim if feats is not None else 0,
+        prior_scale=config.prior_scale if feats is not None else 1.0,
     )
 
 
@@ -148,6 +181,7 @@ def train_method(
     """Train one method and return its learning curve and final metrics."""
     seed = config.seed
     torch.manual_seed(seed)  # dropout draws come from the global generator
+    feat_cfg = item_feature_config(config)
     ctx = MethodContext(
         name=name,
         train_env=train_env,
@@ -155,6 +189,8 @@ def train_method(
         experiment=config,
         seed=seed,
         hyper=dict(config.hyper.get(name, {})),
+        # Computed from the training users' logs only (cached); never the test users'.
+        item_features=features_for(train_env, feat_cfg) if feat_cfg is not None else None,
     )
     agent = build_agent(ctx)
     user_seq, act_seq = np.random.SeedSequence([seed, 17]).spawn(2)

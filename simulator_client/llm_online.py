@@ -30,14 +30,13 @@ import numpy as np
 from policy.judge.base import BaseJudge
 from policy.mixed import MixedPolicy
 from simulator_client.experiment import MethodContext, register_method
-from trainer.learners import make_learner
+from trainer.learners import ONLINE_A2C, make_learner
 from trainer.learners.base import Learner
 from trainer.runner import EvalActor, LearnerAgent, OnlineConfig
 
 METHOD_NAME = "llm-online"
 
-A2C_DEFAULTS: dict[str, Any] = {"lr": 0.003, "advantage": "expected",
-                                "normalize_advantage": True, "entropy_coef": 0.01}
+A2C_DEFAULTS: dict[str, Any] = dict(ONLINE_A2C)
 """The online A2C settings of the ``a2c`` baseline rows (docs/experiments-baselines.md);
 hyperparameters given for the method override them."""
 
@@ -223,7 +222,8 @@ def make_llm_online_agent(ctx: MethodContext, judge: BaseJudge | None = None) ->
         # Environments are named "<dataset>-train"; the judge's scenario is the dataset.
         env_name = ctx.train_env.name.removesuffix("-train")
         judge = judge_for_env(env_name, ctx.train_env.item_text, cfg.judge)
-    learner = make_learner("a2c", ctx.policy_config, seed=ctx.seed, **hyper)
+    learner = make_learner("a2c", ctx.policy_config, seed=ctx.seed, init=ctx.initial_policy(),
+                           **hyper)
     # With --mask-history the candidates, like every method's recommendations, leave out
     # already-shown items (LearnerAgent._masked).
     return LLMOnlineAgent(ctx.name, learner, judge, ctx.experiment.online, seed=ctx.seed + 1,

@@ -36,6 +36,7 @@ import numpy as np
 from policy.exploration import STRATEGIES
 from simulator_client.adaptation import QUICK_PRETRAIN
 from simulator_client.experiment import ExperimentConfig, available_methods, run_experiment
+from trainer.learners import ONLINE_A2C
 from trainer.runner import OnlineConfig
 
 PAPER_METHODS = ("dqn", "pg", "a2c", "ialp", "ialp-ft", "ialp-ap", "ialp-ap-random",
@@ -50,8 +51,7 @@ METRICS = ("return", "length", "r_avg")
 
 # One A2C setting for every actor-critic (A2C, A-iALP_ft, β of A-iALP_ap): the settings
 # that learn on Coat (docs/experiments-baselines.md), so the comparison is like for like.
-A2C_HYPER: dict[str, Any] = {"lr": 0.003, "advantage": "expected",
-                             "normalize_advantage": True, "entropy_coef": 0.01}
+A2C_HYPER: dict[str, Any] = dict(ONLINE_A2C)
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,9 @@ class OnlineConfig:
     """Off-policy updates per batched environment step."""
     mask_history: bool = False
     """Never recommend an item already in the user's history (training and evaluation)."""
+    replay_window: int = 50
+    """History items stored per replayed state with ``mask_history`` (at least the
+    encoder's window): the learner masks the same items the acting policy did."""
     eval_explore: bool = True
     """Evaluate with the policy's exploration, as it acts when deployed (True; the paper's
     curves come from the online episodes themselves), or greedily (False)."""
@@ -142,6 +145,10 @@ class LearnerAgent:
         self.config = config
         self._rng = np.random.default_rng(seed)
         max_len = learner.config.max_len
+        if config.mask_history:
+            max_len = max(max_len, config.replay_window)
+            if hasattr(learner, "mask_history"):
+                learner.mask_history = True
         self.replay = None if learner.on_policy else ReplayBuffer(config.replay_capacity, max_len)
         self._open: dict[int, _Episode] = {}
         self._ready: list[_Episode] = []

@@ -42,8 +42,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate greedily instead of with each method's exploration",
     )
     p.add_argument(
-        "--mask-history", action="store_true",
-        help="learned methods never recommend items already in the user's history",
+        "--mask-history", action=argparse.BooleanOptionalAction, default=True,
+        help="learned methods never recommend items already in the user's history "
+        "(default on; --no-mask-history lets them)",
+    )
+    p.add_argument(
+        "--items", choices=["features", "id"], default="features",
+        help="item representation of learned methods: factorised heads over features from "
+        "the training logs (default) or one free output row per item id",
+    )
+    p.add_argument(
+        "--item-features", default="logpop,cooc",
+        help="with --items features: comma-separated kinds (logpop, cooc, text)",
+    )
+    p.add_argument(
+        "--prior-scale", type=float, default=3.0,
+        help="with --items features: weight of the training-log popularity prior in the "
+        "actor's initial logits (0 = none)",
     )
     p.add_argument("--max-len", type=int, default=20, help="encoder history window")
     p.add_argument("--hidden", type=int, default=64, help="encoder width")
@@ -160,6 +175,9 @@ def _run(args: argparse.Namespace) -> int:
             max_len=args.max_len,
             blocks=args.blocks,
             hyper=hyper,
+            items=args.items,
+            item_features=tuple(k.strip() for k in args.item_features.split(",") if k.strip()),
+            prior_scale=args.prior_scale,
         )
     except ValueError as exc:
         raise SystemExit(f"ialp experiment: {exc}") from exc

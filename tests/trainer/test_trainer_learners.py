@@ -9,7 +9,7 @@ import torch
 from policy.config import PolicyConfig
 from policy.types import Transition
 from trainer.batch import TransitionBatch
-from trainer.learners import available_learners, make_learner
+from trainer.learners import PAPER_A2C, available_learners, make_learner
 from trainer.replay import ReplayBuffer
 
 CFG = PolicyConfig(num_items=25, max_len=6, hidden=16, heads=2, blocks=1, dropout=0.0)
@@ -59,7 +59,7 @@ def test_updates_reduce_the_loss_on_a_fixed_batch(method: str, key: str) -> None
 
 
 def test_a2c_losses_follow_equations_6_to_10() -> None:
-    learner = make_learner("a2c", CFG, seed=1, target_tau=0.0, gamma=0.5)
+    learner = make_learner("a2c", CFG, seed=1, target_tau=0.0, gamma=0.5, **PAPER_A2C)
     batch = _batch(8)
     net = learner.net  # type: ignore[attr-defined]
     net.eval()
@@ -114,7 +114,8 @@ def test_replay_buffer_wraps_and_samples() -> None:
 
 
 def test_a2c_expected_advantage_uses_the_policy_weighted_q() -> None:
-    learner = make_learner("a2c", CFG, seed=2, target_tau=0.0, gamma=0.5, advantage="expected")
+    learner = make_learner("a2c", CFG, seed=2, target_tau=0.0, gamma=0.5,
+                           **{**PAPER_A2C, "advantage": "expected"})
     batch = _batch(8)
     net = learner.net  # type: ignore[attr-defined]
     net.eval()

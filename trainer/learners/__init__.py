@@ -13,13 +13,15 @@ from typing import Any
 
 from policy.config import PolicyConfig
 from policy.mixed import MixedPolicy
-from trainer.learners.a2c import A2CConfig, A2CLearner
+from trainer.learners.a2c import ONLINE_A2C, PAPER_A2C, A2CConfig, A2CLearner
 from trainer.learners.adaptive import APConfig, APLearner, FTConfig, FTLearner
-from trainer.learners.base import BaseLearner, Learner, OptimConfig
+from trainer.learners.base import BaseLearner, Learner, NonFiniteLossError, OptimConfig
 from trainer.learners.dqn import DQNConfig, DQNLearner
 from trainer.learners.pg import PGConfig, PGLearner
 
 __all__ = [
+    "ONLINE_A2C",
+    "PAPER_A2C",
     "A2CConfig",
     "A2CLearner",
     "APConfig",
@@ -30,6 +32,7 @@ __all__ = [
     "FTConfig",
     "FTLearner",
     "Learner",
+    "NonFiniteLossError",
     "OptimConfig",
     "PGConfig",
     "PGLearner",

@@ -11,17 +11,29 @@ Choices the paper leaves open (each a setting in :class:`A2CConfig`):
 
 * ``done``: no bootstrap after the user left (the paper's eq. 8 has no terminal case;
   the next state of a departed user has no future reward).
-* Target network: by default the max over next-state Q uses a Polyak-averaged copy of the
+* Target network: by default the next-state value uses a Polyak-averaged copy of the
   network (``target_tau = 0.01``). Bootstrapping a max from the network being trained is
   the classic source of Q over-estimation and oscillation; a slow copy keeps y stable
   within a few hundred updates. ``target_tau = 0`` is the literal reading (the online
   network, detached).
+* Bootstrap (``bootstrap``): ``max`` is eq. 8; ``double`` (default) picks a' with the
+  online network and values it with the target network (double Q-learning), which removes
+  most of the max's over-estimation on a catalogue of thousands of items.
+* Bounded targets (``bound_targets``, default on): the bootstrapped value is clipped to
+  the range of returns reachable with the rewards seen so far, [min(0, r_min), max(0,
+  r_max)]/(1 − γ), so neither y nor Q can run away (an unbounded critic had reached a loss
+  of 1e7 in pre-training).
+
+Defaults (:data:`ONLINE_A2C`): the settings that learn online (docs/experiments-baselines.md,
+docs/learning-core.md): lr 3e-3, the expected-Q advantage, normalised, entropy 0.01.
+Eq. 9 as written is ``advantage="td"``, ``normalize_advantage=False``, ``entropy_coef=0``.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +48,7 @@ from trainer.learners.base import BaseLearner, soft_update
 class A2CConfig:
     """A2C hyperparameters."""
 
-    lr: float = 1e-3
+    lr: float = 3e-3
     """Adam learning rate."""
     weight_decay: float = 0.0
     """Adam L2 penalty."""
@@ -47,18 +59,46 @@ class A2CConfig:
     target_tau: float = 0.01
     """Polyak rate of the target network used for max_a' Q(s_t+1, a'); 0 = no target
     network (bootstrap from the online network, detached)."""
-    entropy_coef: float = 0.0
+    entropy_coef: float = 0.01
     """Weight of an entropy bonus on π (0 = exactly eq. 10)."""
-    normalize_advantage: bool = False
+    normalize_advantage: bool = True
     """Standardise A over the minibatch before weighting the actor loss (off = eq. 9)."""
-    advantage: str = "td"
+    advantage: str = "expected"
     """``td``: A = y − Q(s_t, a_t), eq. 9 as written. ``expected``: A = y − V(s_t) with
     V(s_t) = Σ_a π(a|s_t)·Q(s_t, a), a state baseline whose mean over π is zero, so the
     actor is not pushed towards whatever it already samples (see docs/policy.md)."""
+    bootstrap: str = "double"
+    """Next-state value of the TD target: ``max`` (eq. 8), ``double`` (argmax by the
+    online network, valued by the target network)."""
+    bound_targets: bool = True
+    """Clip the bootstrapped value to the returns reachable with the rewards seen so far."""
+    truncate_is: float = 1.0
+    """Weight the actor term of a replayed action by min(c, π(a|s)/μ(a|s)), μ the policy
+    that acted (its stored propensity); 0 = no weight (eq. 6 as written). Replayed actions
+    the policy no longer takes then stop pushing their log-probability towards −∞, which
+    otherwise makes the logits grow without bound at lr 3e-3."""
 
     def __post_init__(self) -> None:
         if self.advantage not in ("td", "expected"):
             raise ValueError(f"advantage must be 'td' or 'expected', not {self.advantage!r}")
+        if self.bootstrap not in ("max", "double"):
+            raise ValueError(f"bootstrap must be 'max' or 'double', not {self.bootstrap!r}")
+
+
+ONLINE_A2C: dict[str, Any] = {
+    "lr": A2CConfig.lr,
+    "advantage": A2CConfig.advantage,
+    "normalize_advantage": A2CConfig.normalize_advantage,
+    "entropy_coef": A2CConfig.entropy_coef,
+}
+"""The online actor-critic settings (the defaults of :class:`A2CConfig`), in one place for
+every caller that spells them out (suite, LLMOnline, the service's learner options)."""
+
+PAPER_A2C: dict[str, Any] = {
+    "advantage": "td", "normalize_advantage": False, "entropy_coef": 0.0,
+    "bootstrap": "max", "bound_targets": False, "truncate_is": 0.0,
+}
+"""Eqs. 6–10 exactly as written (for comparisons and tests)."""
 
 
 class A2CLearner(BaseLearner):
@@ -80,6 +120,55 @@ class A2CLearner(BaseLearner):
         if self.target is not None:
             self.target.eval()
             self.target.requires_grad_(False)
+        self.mask_history = False
+        """Set by the driver when the acting policy never recommends history items: log π
+        (and the bootstrap's choice of a') are then restricted to the same items, so the
+        learner's π is the one that acted."""
+        self.reward_range: tuple[float, float] | None = None
+        """(min, max) reward seen in training batches (for ``bound_targets``)."""
+
+    def value_bounds(self, rewards: torch.Tensor) -> tuple[float, float]:
+        """Returns reachable with the rewards seen so far (``rewards`` included)."""
+        lo, hi = float(rewards.min()), float(rewards.max())
+        if self.reward_range is not None:
+            lo, hi = min(lo, self.reward_range[0]), max(hi, self.reward_range[1])
+        self.reward_range = (lo, hi)
+        scale = 1.0 / max(1.0 - self.hyper.gamma, 1e-6)
+        return min(0.0, lo) * scale, max(0.0, hi) * scale
+
+    def history_mask(self, histories: torch.Tensor) -> torch.Tensor | None:
+        """[B, I] bool, True for items in each history (None without ``mask_history``)."""
+        if not self.mask_history:
+            return None
+        n = self.config.num_items
+        mask = torch.zeros(histories.shape[0], n + 1, dtype=torch.bool)
+        mask.scatter_(1, torch.where(histories < 0, n, histories), True)
+        return mask[:, :n]
+
+    def _next_value(self, batch: TransitionBatch) -> torch.Tensor:
+        """Bootstrapped value of s_t+1 [B] (no gradient)."""
+        boot = self.target if self.target is not None else self.net
+        was_training, net_training = boot.training, self.net.training
+        boot.eval()
+        q_next_boot = boot.q_values(batch.next_histories, batch.user_ids)  # [B, I]
+        mask = self.history_mask(batch.next_histories)
+        if mask is not None:
+            q_next_boot = q_next_boot.masked_fill(mask, -1e9)
+        if self.hyper.bootstrap == "double" and boot is not self.net:
+            self.net.eval()
+            q_online = self.net.q_values(batch.next_histories, batch.user_ids)
+            if mask is not None:
+                q_online = q_online.masked_fill(mask, -1e9)
+            pick = q_online.argmax(dim=1)
+            self.net.train(net_training)
+            value = q_next_boot.gather(1, pick[:, None]).squeeze(1)
+        else:
+            value = q_next_boot.max(dim=1).values
+        boot.train(was_training)
+        if self.hyper.bound_targets and len(batch.rewards):
+            lo, hi = self.value_bounds(batch.rewards)
+            value = value.clamp(lo, hi)
+        return value
 
     def _log_pi(self, batch: TransitionBatch, state: torch.Tensor) -> torch.Tensor:
         """log π(·|s_t) [B, I]; the adaptive scheme overrides this with log π̃."""
@@ -90,15 +179,14 @@ class A2CLearner(BaseLearner):
         q = self.net.critic(state)  # [B, I]
         q_sa = q.gather(1, batch.actions[:, None]).squeeze(1)  # [B]
         with torch.no_grad():
-            boot = self.target if self.target is not None else self.net
-            was_training = boot.training
-            boot.eval()
-            q_next = boot.q_values(batch.next_histories, batch.user_ids).max(dim=1).values  # [B]
-            boot.train(was_training)
+            q_next = self._next_value(batch)  # [B]
             y = batch.rewards + self.hyper.gamma * (1.0 - batch.dones) * q_next  # [B]
         td = y - q_sa  # [B]
         critic_loss = td.pow(2).mean()
         log_pi = self._log_pi(batch, state)  # [B, I]
+        mask = self.history_mask(batch.histories)
+        if mask is not None:  # the acting policy: renormalised over items not in the history
+            log_pi = F.log_softmax(log_pi.masked_fill(mask, -1e9), dim=-1)
         if self.hyper.advantage == "td":
             adv = td.detach()
         else:
@@ -107,7 +195,13 @@ class A2CLearner(BaseLearner):
         if self.hyper.normalize_advantage and len(adv) > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         log_pa = log_pi.gather(1, batch.actions[:, None]).squeeze(1)  # [B]
-        actor_loss = -(log_pa * adv).mean()
+        if self.hyper.truncate_is > 0:
+            with torch.no_grad():
+                mu = batch.propensities.clamp_min(1e-12)
+                rho = (log_pa.exp() / mu).clamp(max=self.hyper.truncate_is)
+            actor_loss = -(rho * log_pa * adv).mean()
+        else:
+            actor_loss = -(log_pa * adv).mean()
         entropy = -(log_pi.exp() * log_pi).sum(dim=1).mean()
         total = actor_loss + critic_loss - self.hyper.entropy_coef * entropy
         return {

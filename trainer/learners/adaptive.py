@@ -135,6 +135,8 @@ class APLearner(A2CLearner):
             theta, beta = init.theta, init.theta
         else:
             theta, beta = init.theta, build_network(config, seed=seed + 7919)
+            if theta.items is not None and beta.items is not None:  # same catalogue features
+                beta.items.load_state_dict(theta.items.state_dict())
         # BaseLearner deep-copies the network of ``init`` into self.net: that copy is β.
         beta_init = MixedPolicy(beta, version=init.version)
         super().__init__(config, hyper, seed=seed, init=beta_init)

@@ -17,6 +17,10 @@ from policy.mixed import MixedPolicy
 from trainer.batch import TransitionBatch
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A learner's loss or gradient is NaN or infinite: the run stops, weights untouched."""
+
+
 @runtime_checkable
 class Learner(Protocol):
     """Owns a policy network and its optimizer; learns from minibatches."""
@@ -121,12 +125,25 @@ class BaseLearner:
         return out
 
     def _step(self, loss: torch.Tensor) -> float:
-        """Backpropagate, clip, step; returns the gradient norm before clipping."""
+        """Backpropagate, clip, step; returns the gradient norm before clipping.
+
+        A non-finite loss or gradient raises :class:`NonFiniteLossError` before anything
+        changes, so the parameters (and every published snapshot) stay finite."""
+        if not bool(torch.isfinite(loss.detach()).all()):
+            raise NonFiniteLossError(
+                f"{self.method}: the loss is {float(loss.detach())} at update {self.steps + 1}; "
+                "stopping before it reaches the weights (lower lr, or check the rewards)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = self.trainable_parameters()
         clip = self.hyper.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        if not bool(torch.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"{self.method}: the gradient norm is {float(norm)} at update "
+                f"{self.steps + 1} (loss {float(loss.detach())}); stopping before it reaches "
+                "the weights")
         self.optimizer.step()
         self.steps += 1
         return float(norm)
