@@ -132,6 +132,24 @@ class ServiceClient:
         """GET /v1/policy."""
         return dict(self._check(await self._request("GET", "/v1/policy"), "/v1/policy"))
 
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Poll ``GET /readyz`` until it answers 200 (a service still starting is normal
+        right after ``ialp serve &``); ``TimeoutError`` after ``timeout_s``."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        last = "no answer"
+        while True:
+            try:
+                resp = await self._http.get("/readyz")
+                if resp.status_code == 200:
+                    return
+                last = f"HTTP {resp.status_code}"
+            except httpx.TransportError as exc:
+                last = type(exc).__name__
+            if asyncio.get_running_loop().time() >= deadline:
+                raise TimeoutError(f"{self._http.base_url} was not ready after {timeout_s:.0f}"
+                                   f" s ({last})")
+            await asyncio.sleep(0.25)
+
     async def catalogue(self, *, offset: int = 0, limit: int = 1000) -> dict[str, Any]:
         """GET /v1/catalogue: the id mode, the size and one page of item ids."""
         path = f"/v1/catalogue?offset={offset}&limit={limit}"

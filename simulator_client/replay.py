@@ -46,6 +46,9 @@ class SimulateConfig:
     exclude_seen: bool = True
     """Send the items already shown in the episode as ``exclude``, as a front end that
     never shows an item twice in a session would."""
+    ready_wait_s: float = 120.0
+    """Wait up to this long for the service to answer ``/readyz`` before the first round
+    (it may still be loading its policy)."""
 
 
 async def play_episodes(
@@ -160,6 +163,7 @@ async def simulate(
     async with ServiceClient(
         base_url, api_key=api_key, max_connections=config.concurrency
     ) as client:
+        await client.wait_ready(config.ready_wait_s)
         info = await client.policy()
         ids = await negotiate(client, train_env.item_ids)
         for rnd in range(config.rounds + 1):

@@ -152,5 +152,15 @@ def ensure_embedded_redis(
     """
     if ping("127.0.0.1", port):
         return f"redis://127.0.0.1:{port}/0", None
-    server = EmbeddedRedis(data_dir or default_data_dir(), port=port).start()
+    try:
+        server = EmbeddedRedis(data_dir or default_data_dir(), port=port).start()
+    except RedisServerError:
+        # Started side by side (`ialp serve &` and `ialp trainer &`): the other process
+        # won the port; share its server.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            if ping("127.0.0.1", port):
+                return f"redis://127.0.0.1:{port}/0", None
+            time.sleep(0.1)
+        raise
     return server.url, server

@@ -51,6 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--json", action="store_true", help="print the manifest as JSON")
     build.set_defaults(func=_build)
 
+    example = env_sub.add_parser(
+        "example", help="write a small generated shop (items.tsv, sequences.tsv, "
+        "scenario.json) with string ids, in the format `ialp env build` takes")
+    example.add_argument("out", help="folder to write the two files into")
+    example.add_argument("--items", type=int, default=240, help="catalogue size")
+    example.add_argument("--users", type=int, default=400, help="shoppers")
+    example.add_argument("--seed", type=int, default=0)
+    example.set_defaults(func=_example)
+
 
 def _stats(args: argparse.Namespace) -> int:
     from simulator_client.registry import env_stats
@@ -69,6 +78,19 @@ def _one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def _example(args: argparse.Namespace) -> int:
+    from simulator_client.datasets.example import ExampleShop, write_example
+
+    try:
+        items, seqs = write_example(args.out, ExampleShop(items=args.items, users=args.users,
+                                                          seed=args.seed))
+    except ValueError as exc:
+        raise SystemExit(f"ialp env example: {exc}") from None
+    print(f"wrote {items} ({args.items} items), {seqs} ({args.users} users) and "
+          f"{items.parent / 'scenario.json'}")
+    return 0
 
 
 def _build(args: argparse.Namespace) -> int:

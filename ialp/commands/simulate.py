@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--learn-wait", type=float, default=30.0,
                    help="seconds to wait for the trainer to catch up after each round")
+    p.add_argument("--ready-wait", type=float, default=120.0,
+                   help="seconds to wait for the service to become ready (default 120)")
     p.add_argument("--allow-repeats", action="store_true",
                    help="do not send the episode's shown items as `exclude`")
     p.add_argument("--out", type=Path, default=Path("runs/simulate"))
@@ -63,6 +65,7 @@ def _simulate(args: argparse.Namespace) -> int:
         env=args.env, rounds=args.rounds, episodes=args.episodes,
         eval_episodes=args.eval_episodes, concurrency=args.concurrency, seed=args.seed,
         learn_wait_s=args.learn_wait, exclude_seen=not args.allow_repeats,
+        ready_wait_s=args.ready_wait,
     )
     train_env = make_env(args.env, "train", progress=not args.json)
     test_env = make_env(args.env, "test", progress=not args.json)
