@@ -95,9 +95,20 @@ class FeedbackBus(Protocol):
         """Committed transitions not yet consumed by an update (survives restarts)."""
         ...
 
-    async def consume_buffer(self, n: int, *, learned_total: int | None = None) -> None:
-        """Drop the oldest ``n`` buffered transitions after an update used them and, in
-        the same step, record ``learned_total`` as the ``events_learned`` counter."""
+    async def buffered_count(self) -> int:
+        """How many transitions :meth:`buffered` would return."""
+        ...
+
+    def restart_reading(self) -> None:
+        """Deliver this consumer's unacknowledged entries again from the start."""
+        ...
+
+    async def consume_buffer(
+        self, event_ids: Sequence[str], *, learned_total: int | None = None
+    ) -> None:
+        """Drop the buffered transitions of ``event_ids`` after an update used them and,
+        in the same step, record ``learned_total`` as the ``events_learned`` counter.
+        Idempotent: ids no longer buffered are ignored."""
         ...
 
     async def dead_letter(self, deliveries: Sequence[tuple[str, str, str]]) -> None:
@@ -122,7 +133,9 @@ return false
 _COMMIT = """
 local new = 0
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[4]) then
-  redis.call('RPUSH', KEYS[2], ARGV[3])
+  local seq = redis.call('HINCRBY', KEYS[4], 'buffer_seq', 1)
+  redis.call('ZADD', KEYS[2], seq, ARGV[5])
+  redis.call('HSET', KEYS[5], ARGV[5], ARGV[3])
   redis.call('HINCRBY', KEYS[4], 'events_buffered', 1)
   new = 1
 else
@@ -131,6 +144,21 @@ end
 redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
 return new
 """
+"""Commit one delivery: learned marker, buffer entry (by event id, in commit order) and
+acknowledgement in one step. Re-running it for the same event only acknowledges."""
+
+_CONSUME = """
+for i = 1, #ARGV - 1 do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('HDEL', KEYS[2], ARGV[i])
+end
+if ARGV[#ARGV] ~= '' then
+  redis.call('HSET', KEYS[3], 'events_learned', ARGV[#ARGV])
+end
+return #ARGV - 1
+"""
+"""Remove buffered transitions *by event id* and set the learned counter. Idempotent: a
+retry after a lost reply removes nothing more (trimming by count would)."""
 
 
 def _s(x: Any) -> str:
@@ -170,6 +198,7 @@ class RedisStreamBus:
         self.max_deliveries = int(max_deliveries)
         self._publish = client.register_script(_PUBLISH_ONCE)
         self._commit = client.register_script(_COMMIT)
+        self._consume = client.register_script(_CONSUME)
         self._group_ready = False
         self._own_pending_cursor: str | None = "0"  # None once our backlog is drained
         self._claim_cursor = "0-0"
@@ -281,9 +310,9 @@ class RedisStreamBus:
             for d in deliveries:
                 await self._commit(
                     keys=[k.learned(d.event.event_id), k.trainer_buffer, k.stream,
-                          k.trainer_stats],
+                          k.trainer_stats, k.trainer_buffer_data],
                     args=[self.group, d.entry_id, transition_to_json(d.event),
-                          self.dedup_ttl_s],
+                          self.dedup_ttl_s, d.event.event_id],
                     client=pipe,
                 )
             results = await pipe.execute()
@@ -293,19 +322,36 @@ class RedisStreamBus:
         return new
 
     async def buffered(self) -> list[Transition]:
-        """The durable buffer (oldest first)."""
-        raw = await self.client.lrange(self.keys.trainer_buffer, 0, -1)
-        return [transition_from_json(x) for x in raw]
+        """The durable buffer (commit order)."""
+        ids = await self.client.zrange(self.keys.trainer_buffer, 0, -1)
+        if not ids:
+            return []
+        raw = await self.client.hmget(self.keys.trainer_buffer_data, ids)
+        # An id without payload cannot happen through the scripts; skip it rather than
+        # stop the trainer on a hand-edited key.
+        return [transition_from_json(x) for x in raw if x is not None]
 
-    async def consume_buffer(self, n: int, *, learned_total: int | None = None) -> None:
-        """LTRIM the first ``n`` buffered transitions (and set the learned counter) in
-        one transaction."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            if n > 0:
-                pipe.ltrim(self.keys.trainer_buffer, n, -1)
-            if learned_total is not None:
-                pipe.hset(self.keys.trainer_stats, "events_learned", int(learned_total))
-            await pipe.execute()
+    async def buffered_count(self) -> int:
+        """Number of transitions in the durable buffer."""
+        return int(await self.client.zcard(self.keys.trainer_buffer))
+
+    async def consume_buffer(
+        self, event_ids: Sequence[str], *, learned_total: int | None = None
+    ) -> None:
+        """Remove ``event_ids`` from the buffer and set the learned counter, atomically
+        and idempotently (one Lua call)."""
+        if not event_ids and learned_total is None:
+            return
+        k = self.keys
+        await self._consume(
+            keys=[k.trainer_buffer, k.trainer_buffer_data, k.trainer_stats],
+            args=[*event_ids, "" if learned_total is None else str(int(learned_total))],
+        )
+
+    def restart_reading(self) -> None:
+        """Re-read this consumer's own pending entries from the start: after a Redis error
+        a delivered batch may never have reached the trainer (its reply was lost)."""
+        self._own_pending_cursor = "0"
 
     async def dead_letter(self, deliveries: Sequence[tuple[str, str, str]]) -> None:
         """XADD to the dead-letter stream, then XACK the originals."""
@@ -414,11 +460,21 @@ class InMemoryBus:
         """The buffer (oldest first)."""
         return list(self._buffer)
 
-    async def consume_buffer(self, n: int, *, learned_total: int | None = None) -> None:
-        """Drop the oldest ``n``."""
-        del self._buffer[:n]
+    async def buffered_count(self) -> int:
+        """Size of the buffer."""
+        return len(self._buffer)
+
+    async def consume_buffer(
+        self, event_ids: Sequence[str], *, learned_total: int | None = None
+    ) -> None:
+        """Drop the transitions of ``event_ids`` (idempotent)."""
+        gone = set(event_ids)
+        self._buffer = [t for t in self._buffer if t.event_id not in gone]
         if learned_total is not None:
             self.counters["events_learned"] = int(learned_total)
+
+    def restart_reading(self) -> None:
+        """Nothing to do: in one process no reply can be lost."""
 
     async def dead_letter(self, deliveries: Sequence[tuple[str, str, str]]) -> None:
         """Park and acknowledge."""

@@ -53,8 +53,14 @@ class RedisKeys:
 
     @property
     def trainer_buffer(self) -> str:
-        """Durable list of acknowledged transitions not yet used by an update."""
+        """Durable buffer of acknowledged transitions not yet used by an update: sorted
+        set event id → commit sequence (the order); payloads in :attr:`trainer_buffer_data`."""
         return self._k("trainer", "buffer")
+
+    @property
+    def trainer_buffer_data(self) -> str:
+        """Hash event id → transition JSON of the durable buffer."""
+        return self._k("trainer", "buffer", "data")
 
     @property
     def trainer_stats(self) -> str:

@@ -28,7 +28,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +36,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policy.types import Transition
+from trainer.audit import LearnAudit
 from trainer.bus import Delivery, FeedbackBus, transition_to_json
 from trainer.guardrail import GuardConfig, RewardGuard
 from trainer.publication import PolicyRegistry, nonfinite_parameters
@@ -101,6 +102,12 @@ class TrainerSettings(BaseSettings):
     dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="How long learned "
                              "event ids are remembered.")
     metrics_port: int = Field(default=0, ge=0, description="Prometheus port (0: off).")
+    redis_timeout_s: float = Field(
+        default=10.0, gt=0.0, description="Socket timeout of Redis commands (beyond the "
+        "blocking read's own wait): a silent connection fails instead of hanging.")
+    audit_log: Path | None = Field(
+        default=None, description="Append which event ids each saved state learned "
+        "(JSON lines, trainer/audit.py); unset: off.")
     torch_threads: int = Field(default=1, ge=1, description="Intra-op threads of torch.")
     guard_window: int = Field(
         default=2000, ge=0, description="Reward guardrail: feedback transitions compared "
@@ -131,6 +138,9 @@ class TrainerState:
     alpha_step: int | None = None
     """Step of the α schedule (``None``: equal to ``updates``); the reward guardrail
     pulls it back, so it can lag ``updates``."""
+    consumed_ids: list[str] = field(default_factory=list)
+    """Event ids inside this state (learned, or consumed by a refused update) that may
+    still sit in Redis' durable buffer: a restart removes exactly these, by id."""
 
     def __post_init__(self) -> None:
         if self.alpha_step == self.updates:
@@ -145,7 +155,7 @@ class TrainerState:
         """Atomic write of ``trainer_state.json``."""
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(self.__dict__))
+        tmp.write_text(json.dumps(asdict(self)))
         os.replace(tmp, directory / STATE_FILE)
 
     @classmethod
@@ -157,7 +167,8 @@ class TrainerState:
         d = json.loads(path.read_text())
         step = d.get("alpha_step")
         return cls(int(d["version"]), int(d["updates"]), int(d["events_learned"]),
-                   None if step is None else int(step))
+                   None if step is None else int(step),
+                   [str(x) for x in d.get("consumed_ids", [])])
 
 
 class TrainerMetrics:
@@ -240,13 +251,16 @@ class TrainerService:
         self.num_items = 0
         self.max_len = 0
         self._publication_due = False
-        self._unconsumed = 0  # learned transitions still in the durable buffer
-        self._unpublished_events = 0
+        # Event ids learned (or refused) in memory and still in Redis' durable buffer;
+        # trimmed by id once published, so a retry after a lost reply trims nothing more.
+        self._consumed_ids: list[str] = []
+        self._unpublished_ids: list[str] = []  # learned since the last publication
         self._unpublished_updates = 0
         self._last_new = time.monotonic()
         self._stop = asyncio.Event()
-        self._rejected_events = 0  # events of rejected updates, not yet trimmed
+        self._needs_resync = False
         self._guard_alarmed = False
+        self.audit = LearnAudit(settings.audit_log) if settings.audit_log else None
         s = settings
         self.guard = RewardGuard(GuardConfig(
             window=s.guard_window, min_samples=s.guard_min_samples, z=s.guard_z,
@@ -376,15 +390,18 @@ class TrainerService:
                                       alpha_step=0 if fresh else _opt_int(meta.get("alpha_step")))
         self._build_learner(policy)
         await self.registry.ensure_seq_at_least(self.state.version)
-        stats = await self.bus.stats()
+        if saved is not None:
+            # A crash between saving a state and trimming the durable buffer leaves
+            # transitions of that state in it: the state names them, remove exactly those.
+            await self.bus.consume_buffer(saved.consumed_ids,
+                                          learned_total=saved.events_learned)
+            self.state.consumed_ids = []
         self.buffer = await self.bus.buffered()
-        # A crash between publication and trimming the buffer leaves learned transitions
-        # in it; the disk state counts them, so drop exactly those.
-        redis_learned = int(stats.get("events_learned", 0))
-        if saved is not None and saved.events_learned > redis_learned:
-            stale = min(saved.events_learned - redis_learned, len(self.buffer))
-            await self.bus.consume_buffer(stale, learned_total=saved.events_learned)
-            del self.buffer[:stale]
+        if self.audit is not None:
+            self.audit.resume(self.state.updates)
+        # Counters continue across restarts (Prometheus counters only go up from here).
+        self.metrics.events_learned.inc(self.state.events_learned)
+        self.metrics.updates.inc(self.state.updates)
         self.policy = policy
         current = await self.registry.current_version()
         unpublished = saved is not None and saved.version not in await self.registry.versions()
@@ -406,8 +423,41 @@ class TrainerService:
             return f"history item outside the catalogue of {n} items"
         return None
 
+    async def resync(self) -> None:
+        """Rebuild the in-memory buffer from Redis, the source of truth.
+
+        After a Redis error the trainer cannot know what a command whose reply was lost
+        did: a commit may have buffered and acknowledged its entries, a read may have
+        delivered entries that never arrived. The durable buffer, minus what this process
+        already learned, is the buffer; the consumer's own pending entries are read again.
+        """
+        done = set(self._consumed_ids)
+        known = {t.event_id for t in self.buffer}
+        self.buffer = [t for t in await self.bus.buffered() if t.event_id not in done]
+        found = [t for t in self.buffer if t.event_id not in known]
+        if found:
+            logger.warning("resync: %d committed transitions were missing in memory",
+                           len(found))
+            self.guard.observe((t.source, t.reward) for t in found)
+            self.metrics.events_buffered.inc(len(found))
+        self.bus.restart_reading()
+        self._needs_resync = False
+        self.metrics.buffer.set(len(self.buffer))
+
+    async def _check_buffer(self) -> None:
+        """While idle: a commit whose reply came late or never may have buffered entries
+        this process does not hold; compare sizes and resync on a mismatch."""
+        if self._consumed_ids:
+            return  # a trim is still due; the sizes cannot agree yet
+        if await self.bus.buffered_count() != len(self.buffer):
+            await self.resync()
+
     async def step(self, deliveries: Sequence[Delivery]) -> int:
         """Commit deliveries and run due updates; returns the number of new transitions."""
+        if self._needs_resync:
+            await self.resync()
+        if not deliveries:
+            await self._check_buffer()
         bad = [(d, self._valid(d.event)) for d in deliveries]
         invalid = [(d.entry_id, transition_to_json(d.event), why) for d, why in bad if why]
         if invalid:
@@ -448,6 +498,8 @@ class TrainerService:
                                   events_learned=self.state.events_learned,
                                   alpha_step=_opt_int(meta.get("alpha_step")))
         self.policy = policy
+        if self.audit is not None:
+            self.audit.resume(self.state.updates)
         return True
 
     async def update(self, batch: list[Transition]) -> dict[str, float]:
@@ -478,9 +530,10 @@ class TrainerService:
         self._sync_alpha_step()
         self.state.events_learned += len(batch)
         del self.buffer[: len(batch)]
-        self._unconsumed += len(batch)
+        ids = [t.event_id for t in batch]
+        self._consumed_ids.extend(ids)
         self._publication_due = True
-        self._unpublished_events += len(batch)
+        self._unpublished_ids.extend(ids)
         self._unpublished_updates += 1
         await self.flush()
         self.metrics.update_seconds.observe(time.perf_counter() - start)
@@ -506,7 +559,10 @@ class TrainerService:
                      "keeping version %d", reason, what, len(batch),
                      ",".join(t.event_id for t in batch[:3]), self.state.version)
         del self.buffer[: len(batch)]
-        self._rejected_events += len(batch)
+        ids = [t.event_id for t in batch]
+        self._consumed_ids.extend(ids)
+        if self.audit is not None:
+            self.audit.reject(self.state.updates, ids, reason)
         assert self.policy is not None
         # The learner's weights (and optimizer state) are poisoned: restart from the last
         # published version, as after a rollback.
@@ -551,15 +607,16 @@ class TrainerService:
             await self._publish(parent=self.state.version)
             self._publication_due = False
             # Counted once published, so the metrics describe what replicas can serve.
-            self.metrics.events_learned.inc(self._unpublished_events)
+            self.metrics.events_learned.inc(len(self._unpublished_ids))
             self.metrics.updates.inc(self._unpublished_updates)
-            self._unpublished_events = self._unpublished_updates = 0
-        if self._unconsumed or self._rejected_events:
-            # Trim and count in one transaction: a restart compares this count with the
-            # one on disk to drop transitions already inside a published version.
-            await self.bus.consume_buffer(self._unconsumed + self._rejected_events,
+            self._unpublished_ids = []
+            self._unpublished_updates = 0
+        if self._consumed_ids:
+            # Trim by id and count in one idempotent step; the saved state lists these
+            # ids, so a crash before this line is repaired at the next start.
+            await self.bus.consume_buffer(self._consumed_ids,
                                           learned_total=self.state.events_learned)
-            self._unconsumed = self._rejected_events = 0
+            self._consumed_ids = []
 
     async def _publish(self, parent: int | None) -> None:
         from policy.checkpoint import policy_to_bytes, save_checkpoint
@@ -576,7 +633,9 @@ class TrainerService:
         blob = await asyncio.to_thread(policy_to_bytes, policy)
         # Disk first: a restart must never resume from something older than Redis serves.
         on_disk = TrainerState(version, self.state.updates, self.state.events_learned,
-                               self.state.alpha_step)
+                               self.state.alpha_step, list(self._consumed_ids))
+        if self.audit is not None and self._unpublished_ids:
+            self.audit.learn(self.state.updates, self._unpublished_ids)
         await asyncio.to_thread(save_checkpoint, policy, self.settings.state_dir / POLICY_DIR)
         await asyncio.to_thread(on_disk.save, self.settings.state_dir)
         await self.registry.publish(policy, blob)
@@ -613,6 +672,8 @@ class TrainerService:
                 if not isinstance(exc, RedisError | OSError):
                     raise
                 logger.warning("Redis unavailable (%s); retrying", exc)
+                # What the failed command did is unknown: take Redis' word before going on.
+                self._needs_resync = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
 
@@ -635,7 +696,10 @@ async def run_trainer(settings: TrainerSettings) -> None:
 
         url, embedded = ensure_embedded_redis(settings.embedded_redis_dir,
                                               settings.embedded_redis_port)
-    client = aioredis.Redis.from_url(url)
+    # A reply that never comes must fail the command (and trigger a resync), not hang it.
+    timeout = settings.redis_timeout_s + settings.block_ms / 1000.0
+    client = aioredis.Redis.from_url(url, socket_timeout=timeout,
+                                     socket_connect_timeout=settings.redis_timeout_s)
     keys = RedisKeys(settings.namespace)
     bus = RedisStreamBus(client, keys, group=settings.group, consumer=settings.consumer,
                          dedup_ttl_s=settings.dedup_ttl_s,
