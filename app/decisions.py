@@ -3,6 +3,10 @@
 Feedback is joined with the stored decision (state, slate, propensities, version) to
 form a :class:`~policy.types.Transition`; the client never sends the state back, so it
 cannot be forged or lost between calls.
+
+Memory is bounded twice: every decision expires after ``ttl_s``, and at most ``cap``
+decisions are kept: an index (sorted set ``<ns>:decisions``, event id → creation time)
+lets each write evict the oldest beyond the cap in the same Lua call.
 """
 
 from __future__ import annotations
@@ -56,6 +60,32 @@ class Decision:
         )
 
 
+_SAVE = """
+-- KEYS: index, awaiting, decision key of each event
+-- ARGV: now, ttl, cap, due ('' = no default-reward sweep), decision key prefix,
+--       event ids..., decision JSONs...
+local n = #KEYS - 2
+local now, ttl, cap, due = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+for i = 1, n do
+  local id = ARGV[5 + i]
+  redis.call('SET', KEYS[2 + i], ARGV[5 + n + i], 'EX', ttl)
+  redis.call('ZADD', KEYS[1], now, id)
+  if due ~= '' then redis.call('ZADD', KEYS[2], tonumber(due), id) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+local over = redis.call('ZCARD', KEYS[1]) - cap
+local evicted = 0
+if over > 0 then
+  local old = redis.call('ZPOPMIN', KEYS[1], over)
+  for j = 1, #old, 2 do
+    redis.call('DEL', ARGV[5] .. old[j])
+    redis.call('ZREM', KEYS[2], old[j])
+    evicted = evicted + 1
+  end
+end
+return evicted
+"""
+
 _POP_EXPIRED = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
@@ -67,27 +97,33 @@ class DecisionStore:
     """Decisions in Redis under ``<ns>:decision:<event id>``."""
 
     def __init__(self, client: Any, keys: RedisKeys, *, ttl_s: int,
-                 default_reward_after_s: float | None = None) -> None:
+                 default_reward_after_s: float | None = None,
+                 cap: int = 1_000_000) -> None:
         """``default_reward_after_s``: when set, decisions are also registered for the
-        default-reward sweep after that many seconds."""
+        default-reward sweep after that many seconds. ``cap``: most decisions kept."""
         self.client = client
         self.keys = keys
         self.ttl_s = int(ttl_s)
+        self.cap = int(cap)
         self.default_reward_after_s = default_reward_after_s
+        self.index = f"{keys.namespace}:decisions"
+        self._prefix = keys.decision("")
         self._pop = client.register_script(_POP_EXPIRED)
+        self._save = client.register_script(_SAVE)
 
-    async def save_many(self, decisions: Sequence[Decision]) -> None:
-        """Write a batch of decisions in one round trip."""
+    async def save_many(self, decisions: Sequence[Decision]) -> int:
+        """Write a batch of decisions in one round trip (one Lua call); returns how many
+        old decisions were evicted to stay within the cap."""
         if not decisions:
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for d in decisions:
-                pipe.set(self.keys.decision(d.event_id), d.to_json(), ex=self.ttl_s)
-            if self.default_reward_after_s is not None:
-                due = time.time() + self.default_reward_after_s
-                pipe.zadd(self.keys.awaiting_feedback,
-                          {d.event_id: due for d in decisions})
-            await pipe.execute()
+            return 0
+        now = time.time()
+        due = ("" if self.default_reward_after_s is None
+               else repr(now + self.default_reward_after_s))
+        keys = [self.index, self.keys.awaiting_feedback,
+                *[self.keys.decision(d.event_id) for d in decisions]]
+        args = [repr(now), self.ttl_s, self.cap, due, self._prefix,
+                *[d.event_id for d in decisions], *[d.to_json() for d in decisions]]
+        return int(await self._save(keys=keys, args=args))
 
     async def get(self, event_id: str) -> Decision | None:
         """The decision, or ``None`` when unknown or expired."""

@@ -1,19 +1,20 @@
 """Abuse limits in front of the routes: request body size and per-key request rate.
 
 Both are pure ASGI middlewares, so an oversized or over-limit request is refused before
-FastAPI parses anything. The rate limit is a token bucket per API key (per client address
-for requests without a key) held in this process: with N replicas behind a balancer a
-client can reach N times the configured rate, so set it per replica.
+FastAPI parses anything. The rate limit is a token bucket per configured API key (per
+client address for requests without one) held in this process: with N replicas behind a
+balancer a client can reach N times the configured rate, so set it per replica.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -132,31 +133,40 @@ class TokenBuckets:
 
 
 class RateLimitMiddleware:
-    """429 with ``Retry-After`` when a client exceeds its rate on ``/v1/`` routes."""
+    """429 with ``Retry-After`` when a client exceeds its rate on ``/v1/`` routes.
 
-    def __init__(self, app: ASGIApp, buckets: TokenBuckets, on_limited: Callable[[], None],
-                 header: bytes = b"x-api-key") -> None:
-        """Clients are told apart by the API key header, else by address."""
+    A request carrying one of the configured keys draws from that key's bucket
+    (``keyed``); every other request, including one with a wrong or random key, draws from
+    its client address's bucket (``anonymous``), so inventing keys buys no extra rate.
+    ``None`` for either table: that kind of caller is not limited."""
+
+    def __init__(self, app: ASGIApp, anonymous: TokenBuckets | None,
+                 keyed: TokenBuckets | None, on_limited: Callable[[], None],
+                 known_keys: Iterable[bytes] = (), header: bytes = b"x-api-key") -> None:
+        """Clients are told apart by a configured API key, else by address."""
         self.app = app
-        self.buckets = buckets
+        self.anonymous = anonymous
+        self.keyed = keyed
         self.on_limited = on_limited
+        self.known_keys = [k for k in known_keys if k]
         self.header = header
 
-    def _client(self, scope: Scope) -> str:
+    def _client(self, scope: Scope) -> tuple[TokenBuckets | None, str]:
         key = _header(scope, self.header)
-        if key:
+        if key and any([hmac.compare_digest(key, k) for k in self.known_keys]):
             # A digest, so the bucket table never holds a key in clear.
-            return "key:" + hashlib.sha256(key).hexdigest()[:32]
+            return self.keyed, "key:" + hashlib.sha256(key).hexdigest()[:32]
         client = scope.get("client") or ("?", 0)
-        return f"addr:{client[0]}"
+        return self.anonymous, f"addr:{client[0]}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse or pass on."""
         if scope["type"] == "http" and str(scope.get("path", "")).startswith("/v1/"):
-            wait = self.buckets.take(self._client(scope))
+            buckets, client = self._client(scope)
+            wait = buckets.take(client) if buckets is not None else 0.0
             if wait > 0.0:
                 self.on_limited()
-                await send_json(send, 429, "rate limit exceeded for this API key; retry "
+                await send_json(send, 429, "rate limit exceeded for this client; retry "
                                 f"after {wait:.2f} s",
                                 {"Retry-After": str(max(1, math.ceil(wait)))})
                 return

@@ -202,7 +202,8 @@ def _make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Any:
         store = DecisionStore(
             client, keys, ttl_s=settings.decision_ttl_s,
             default_reward_after_s=(settings.default_reward_after_s
-                                    if settings.default_reward is not None else None))
+                                    if settings.default_reward is not None else None),
+            cap=settings.decision_cap)
         bus = RedisStreamBus(client, keys, dedup_ttl_s=settings.dedup_ttl_s)
         gate = RedisGate(settings.redis_cooldown_s)
         recommender = Recommender(
@@ -238,13 +239,40 @@ def _svc(request: Request) -> ServiceState:
     return svc
 
 
-def _check_key(given: str | None, expected: Any) -> None:
-    """Constant-time comparison; the key never appears in an answer or a log line."""
+def _check_key(given: str | None, expected: Any, settings: ServiceSettings) -> None:
+    """Constant-time comparison; the key never appears in an answer or a log line.
+
+    No key configured: refused unless the operator opted out (``allow_anonymous``)."""
     if expected is None:
-        return
+        if settings.allow_anonymous:
+            return
+        raise HTTPException(status_code=401, detail="this call needs an API key and none is "
+                            "configured: start the service with IALP_API_KEY set (or "
+                            "explicitly insecure with `ialp serve --insecure`)",
+                            headers={"WWW-Authenticate": "ApiKey"})
     if not hmac.compare_digest((given or "").encode(), expected.get_secret_value().encode()):
         raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER} header",
                             headers={"WWW-Authenticate": "ApiKey"})
+
+
+def _auth_warnings(settings: ServiceSettings) -> None:
+    """Say loudly at start-up when feedback or admin calls are open to anyone, or closed
+    to everyone."""
+    if settings.api_key is None and settings.admin_api_key is None:
+        if settings.allow_anonymous:
+            logger.warning("INSECURE: no API key and allow_anonymous is on: anyone who can "
+                           "reach this port can send feedback (and so train the policy) "
+                           "and roll the policy back. Set IALP_API_KEY for any deployment "
+                           "beyond a private machine.")
+        else:
+            logger.warning("no IALP_API_KEY is set: /v1/feedback and /v1/policy/rollback "
+                           "answer 401 to every call (set IALP_API_KEY, or start with "
+                           "--insecure / IALP_ALLOW_ANONYMOUS=true on a private machine)")
+    elif settings.api_key is None and settings.allow_anonymous:
+        logger.warning("INSECURE: no IALP_API_KEY and allow_anonymous is on: anyone can "
+                       "send feedback (admin calls still need IALP_ADMIN_API_KEY)")
+    elif settings.api_key is None:
+        logger.warning("no IALP_API_KEY is set: /v1/feedback answers 401 to every call")
 
 
 def require_api_key(
@@ -253,7 +281,8 @@ def require_api_key(
                                             description="API key (when configured)")] = None,
 ) -> None:
     """Check the API key header for feedback calls (constant-time compare)."""
-    _check_key(x_api_key, _svc(request).settings.api_key)
+    settings = _svc(request).settings
+    _check_key(x_api_key, settings.api_key, settings)
 
 
 def require_admin_key(
@@ -263,18 +292,30 @@ def require_admin_key(
 ) -> None:
     """Admin calls need ``admin_api_key`` when set, else ``api_key`` (when set)."""
     settings = _svc(request).settings
-    _check_key(x_api_key, settings.admin_api_key or settings.api_key)
+    _check_key(x_api_key, settings.admin_api_key or settings.api_key, settings)
+
+
+_ECHO_CHARS = 200
 
 
 def _json_safe(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by its text."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+    """``value`` as JSON can carry it: non-finite floats as their text, bytes (a body that
+    is not JSON, maybe not even UTF-8) and anything else as bounded, decoded text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        text = raw[:_ECHO_CHARS].decode("utf-8", errors="replace")
+        return text + (f"... ({len(raw)} bytes)" if len(raw) > _ECHO_CHARS else "")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {str(_json_safe(k)): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
-    return value
+    if isinstance(value, BaseException):
+        return str(value)[:_ECHO_CHARS]
+    return repr(value)[:_ECHO_CHARS]
 
 
 def _error(loc: tuple[str | int, ...], msg: str, kind: str, value: Any) -> dict[str, Any]:
@@ -314,7 +355,16 @@ def validate_recommend(req: RecommendRequest, item_ids: ItemIds,
     return history, exclude
 
 
-def _policy_info(policy: MixedPolicy, **extra: Any) -> PolicyInfo:
+def validate_reward(reward: float, settings: ServiceSettings) -> None:
+    """422 naming ``reward`` when it lies outside the configured range."""
+    if not settings.reward_min <= reward <= settings.reward_max:
+        raise RequestValidationError([_error(
+            ("body", "reward"), f"reward {reward!r} is outside the accepted range "
+            f"[{settings.reward_min:g}, {settings.reward_max:g}] (IALP_REWARD_MIN, "
+            "IALP_REWARD_MAX)", "out_of_range", reward)])
+
+
+def _policy_info(policy: MixedPolicy, settings: ServiceSettings, **extra: Any) -> PolicyInfo:
     meta = dict(policy.metadata)
 
     def _opt_int(v: Any) -> int | None:
@@ -326,7 +376,7 @@ def _policy_info(policy: MixedPolicy, **extra: Any) -> PolicyInfo:
         events_learned=int(meta.get("events_learned", 0) or 0),
         parent_version=_opt_int(meta.get("parent_version")),
         created_at=None if meta.get("created_at") is None else str(meta["created_at"]),
-        **extra)
+        reward_min=settings.reward_min, reward_max=settings.reward_max, **extra)
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -341,13 +391,22 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         "new versions are hot-swapped without a restart.",
         lifespan=_make_lifespan(settings, metrics),
     )
+    _auth_warnings(settings)
     # Added innermost first: latency wraps everything, the body limit sits next to routes.
     app.add_middleware(RequestLimitMiddleware, max_bytes=settings.max_body_bytes,
                        max_header_bytes=settings.max_header_bytes)
-    if settings.rate_limit_per_s is not None:
-        app.add_middleware(RateLimitMiddleware, buckets=TokenBuckets(
-            settings.rate_limit_per_s, settings.rate_limit_burst,
-            settings.rate_limit_clients), on_limited=metrics.rate_limited.inc)
+    if settings.rate_limit_per_s > 0 or settings.rate_limit_key_per_s > 0:
+        app.add_middleware(
+            RateLimitMiddleware,
+            anonymous=TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst,
+                                   settings.rate_limit_clients)
+            if settings.rate_limit_per_s > 0 else None,
+            keyed=TokenBuckets(settings.rate_limit_key_per_s, settings.rate_limit_key_burst,
+                               settings.rate_limit_clients)
+            if settings.rate_limit_key_per_s > 0 else None,
+            on_limited=metrics.rate_limited.inc,
+            known_keys=[k.get_secret_value().encode()
+                        for k in (settings.api_key, settings.admin_api_key) if k is not None])
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.state.metrics = metrics
     app.state.settings = settings
@@ -366,11 +425,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             metrics.feedback.labels(outcome="rejected").inc()
         errors = []
         for err in exc.errors():
-            err = dict(err)
-            # Echo NaN/Infinity (anywhere in the input) as text: JSON cannot carry them.
-            err["input"] = _json_safe(err.get("input"))
-            errors.append(err)
-        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+            # Echo NaN/Infinity, raw bytes (any body that is not JSON) and the rest as
+            # text JSON can carry: a rejection must never become a 500.
+            errors.append(_json_safe(dict(err)))
+        try:
+            content = jsonable_encoder(errors)
+        except Exception:  # last line of defence: drop the echoed input
+            content = [{"type": str(e.get("type", "invalid")), "loc": e.get("loc", ["body"]),
+                        "msg": str(e.get("msg", "invalid request"))} for e in errors]
+        return JSONResponse(status_code=422, content={"detail": content})
 
     @app.post("/v1/recommend", response_model=RecommendResponse, tags=["serving"],
               summary="Recommend k items for a user", responses=errors_404)
@@ -403,6 +466,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         Each event id is accepted once; a repeat is answered 200 with status
         ``duplicate`` and never learned twice."""
         svc = _svc(request)
+        validate_reward(body.reward, svc.settings)
         item, why = svc.item_ids.to_index(body.item_id)
         if item is None:
             metrics.feedback.labels(outcome="rejected").inc()
@@ -417,7 +481,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             metrics.feedback.labels(outcome="rejected").inc()
             raise HTTPException(404, detail=f"unknown or expired event_id '{body.event_id}' "
                                 f"(decisions accept feedback for {svc.settings.decision_ttl_s}"
-                                " s)")
+                                f" s; at most the newest {svc.settings.decision_cap} are "
+                                "kept)")
         if item not in decision.items:
             metrics.feedback.labels(outcome="rejected").inc()
             slate = svc.item_ids.to_external(decision.items)
@@ -453,7 +518,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             current = await svc.registry.current_version()
         except _redis_errors():
             pass
-        return _policy_info(policy, trainer_lag=lag, kept_versions=kept,
+        return _policy_info(policy, svc.settings, trainer_lag=lag, kept_versions=kept,
                             current_version=current)
 
     @app.post("/v1/policy/rollback", response_model=PolicyInfo, tags=["policy"],
@@ -473,7 +538,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             raise HTTPException(404, detail=str(exc)) from exc
         except _redis_errors() as exc:
             raise _unavailable(svc.settings, "cannot roll back") from exc
-        return _policy_info(svc.holder.policy, trainer_lag=None, kept_versions=kept,
+        return _policy_info(svc.holder.policy, svc.settings, trainer_lag=None, kept_versions=kept,
                             current_version=version)
 
     @app.get("/v1/catalogue", response_model=CatalogueInfo, tags=["policy"],
@@ -499,20 +564,36 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return HealthResponse(status="ok", policy_version=_svc(request).holder.policy.version)
 
     @app.get("/readyz", response_model=HealthResponse, tags=["operations"],
-             summary="Readiness: policy loaded and Redis reachable",
+             summary="Readiness: policy loaded, Redis reachable and decisions recordable",
              responses=unavailable)
     async def readyz(request: Request, response: Response) -> HealthResponse:
-        """200 when a policy is loaded and Redis answers PING, else 503."""
+        """200 when a policy is loaded, Redis answers PING and accepts a write, else 503.
+
+        A probe write (a small key with a 5 s TTL) stands for the decision writes, so a
+        replica whose Redis answers PING but refuses writes (out of memory, read-only
+        replica) is taken out of rotation instead of serving slates whose feedback cannot
+        be learned. Its outcome also opens or closes the recommend path's Redis gate, so
+        the cooldown after a failure ends as soon as Redis is known to be back."""
         svc = _svc(request)
         try:
             redis_ok = bool(await svc.client.ping())
         except _redis_errors():
             redis_ok = False
+            svc.gate.failed()
+        writable = False
+        if redis_ok:
+            try:
+                await svc.client.set(f"{svc.keys.namespace}:stats:ready", "1", px=5000)
+                writable = True
+                svc.gate.succeeded()
+            except _redis_errors():
+                svc.gate.failed()
         metrics.redis_up.set(1 if redis_ok else 0)
-        if not redis_ok:
+        if not writable:
             response.status_code = 503
             response.headers["Retry-After"] = str(svc.settings.retry_after_s)
-        return HealthResponse(status="ok" if redis_ok else "unavailable", redis=redis_ok,
+        return HealthResponse(status="ok" if writable else "unavailable", redis=redis_ok,
+                              decisions_recordable=writable,
                               policy_version=svc.holder.policy.version)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"],

@@ -40,6 +40,9 @@ class ServiceMetrics:
         self.decision_store_errors = Counter(
             "ialp_decision_store_errors_total",
             "Decisions not recorded because Redis was unreachable.", registry=r)
+        self.decisions_evicted = Counter(
+            "ialp_decisions_evicted_total",
+            "Oldest decisions dropped to stay within IALP_DECISION_CAP.", registry=r)
         self.feedback = Counter(
             "ialp_feedback_total", "Feedback calls by outcome.", ["outcome"], registry=r)
         for outcome in ("accepted", "duplicate", "rejected", "unavailable"):

@@ -172,7 +172,7 @@ class Recommender:
             for c, s in zip(batch, slates, strict=True)
         ]
         try:
-            await self.store.save_many(decisions)
+            evicted = await self.store.save_many(decisions)
         except Exception as exc:  # Redis down: still serve, but say so
             logger.warning("decision store unavailable: %s", exc)
             self.gate.failed()
@@ -181,4 +181,6 @@ class Recommender:
             return False
         self.gate.succeeded()
         self.metrics.redis_up.set(1)
+        if evicted:
+            self.metrics.decisions_evicted.inc(evicted)
         return True

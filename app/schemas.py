@@ -99,8 +99,9 @@ class FeedbackRequest(BaseModel):
                           "digits, '-' and '_').")
     item_id: ItemId = Field(description="The recommended item the feedback is about, as "
                             "/v1/recommend returned it.")
-    reward: float = Field(allow_inf_nan=False, description="Finite reward (e.g. rating).",
-                          examples=[4.0])
+    reward: float = Field(allow_inf_nan=False, description="Finite reward (e.g. rating) "
+                          "within the service's range [reward_min, reward_max] (GET "
+                          "/v1/policy; default [-10, 10]); outside it: 422.", examples=[4.0])
     done: bool = Field(default=False, description="The user's session ended here.")
 
 
@@ -125,7 +126,7 @@ class PolicyInfo(BaseModel):
         "version": 7, "scheme": "ap", "alpha": 0.35, "num_items": 300, "updates": 12,
         "events_learned": 384, "trainer_lag": 5, "parent_version": 6,
         "created_at": "2026-03-01T12:00:00+00:00", "kept_versions": [3, 4, 5, 6, 7],
-        "current_version": 7}]})
+        "current_version": 7, "reward_min": -10.0, "reward_max": 10.0}]})
 
     version: int = Field(description="Version served by this replica.")
     scheme: str = Field(description="none (plain policy), ap or ft.")
@@ -142,6 +143,8 @@ class PolicyInfo(BaseModel):
                                      description="Versions available for rollback.")
     current_version: int | None = Field(
         default=None, description="Version Redis names current (replicas converge to it).")
+    reward_min: float = Field(description="Smallest reward /v1/feedback accepts.")
+    reward_max: float = Field(description="Largest reward /v1/feedback accepts.")
 
 
 class RollbackRequest(BaseModel):
@@ -166,6 +169,8 @@ class HealthResponse(BaseModel):
     status: Literal["ok", "unavailable"]
     policy_loaded: bool = True
     redis: bool | None = None
+    decisions_recordable: bool | None = Field(
+        default=None, description="Readiness: decisions can be written to Redis now.")
     policy_version: int | None = None
 
 

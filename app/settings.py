@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -65,12 +65,27 @@ class ServiceSettings(BaseSettings):
         default=600.0, gt=0.0, description="Wait before the default reward applies.")
     default_reward_sweep_s: float = Field(
         default=1.0, gt=0.0, description="How often expired decisions are swept.")
+    decision_cap: int = Field(
+        default=1_000_000, ge=1, description="Most decisions kept in Redis; beyond it the "
+        "oldest are evicted (their feedback is answered 404), so a flood of "
+        "recommendations cannot grow Redis without bound.")
+    reward_min: float = Field(
+        default=-10.0, allow_inf_nan=False, description="Smallest reward /v1/feedback "
+        "accepts (outside the range: 422).")
+    reward_max: float = Field(
+        default=10.0, allow_inf_nan=False, description="Largest reward /v1/feedback "
+        "accepts (outside the range: 422).")
     api_key: SecretStr | None = Field(
-        default=None, description="When set, /v1/feedback and admin calls need the "
-        "X-API-Key header with this value.")
+        default=None, description="Key of /v1/feedback (and of admin calls when "
+        "admin_api_key is unset): the X-API-Key header must carry it. Unset: those calls "
+        "are refused (401) unless allow_anonymous is on.")
     admin_api_key: SecretStr | None = Field(
         default=None, description="When set, admin calls (rollback) need the X-API-Key "
         "header with this value instead of api_key; unset: admin calls use api_key.")
+    allow_anonymous: bool = Field(
+        default=False, description="Insecure opt-out (`ialp serve --insecure`): with no "
+        "key configured, feedback and admin calls are accepted without one. A warning is "
+        "logged at start-up.")
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Largest request body; larger ones are "
         "answered 413 before parsing.")
@@ -82,11 +97,18 @@ class ServiceSettings(BaseSettings):
         "buffers for a request head (h11_max_incomplete_event_size); httptools (the "
         "faster default when installed) buffers a whole head before max_header_bytes is "
         "checked, so put a proxy with a head limit in front of it.")
-    rate_limit_per_s: float | None = Field(
-        default=None, gt=0.0, description="Requests per second allowed per API key (per "
-        "client address without a key), token bucket per replica; unset: no limit.")
+    rate_limit_per_s: float = Field(
+        default=100.0, ge=0.0, description="Requests per second on /v1/ routes allowed per "
+        "client address for callers without a configured key (a wrong or random key "
+        "counts as none), token bucket per replica; 0: no limit.")
     rate_limit_burst: int = Field(
-        default=50, ge=1, description="Token bucket size of the rate limit.")
+        default=200, ge=1, description="Token bucket size of the per-address limit.")
+    rate_limit_key_per_s: float = Field(
+        default=1000.0, ge=0.0, description="Requests per second on /v1/ routes allowed "
+        "per configured key (api_key, admin_api_key), token bucket per replica; 0: no "
+        "limit.")
+    rate_limit_key_burst: int = Field(
+        default=2000, ge=1, description="Token bucket size of the per-key limit.")
     rate_limit_clients: int = Field(
         default=10_000, ge=1, description="Buckets remembered (least recently used are "
         "dropped), so random keys cannot exhaust memory.")
@@ -111,3 +133,23 @@ class ServiceSettings(BaseSettings):
         default=2, ge=1, description="Retry-After of 503 answers.")
     enable_noop: bool = Field(
         default=False, description="Expose POST /v1/noop (benchmark baseline).")
+
+    @field_validator("api_key", "admin_api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        """An empty variable (``IALP_ADMIN_API_KEY=``, as compose passes an unset one)
+        means no key, never the empty key."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_rewards(self) -> ServiceSettings:
+        if not self.reward_min < self.reward_max:
+            raise ValueError(f"reward_min ({self.reward_min}) must be below reward_max "
+                             f"({self.reward_max})")
+        if self.default_reward is not None and not (
+                self.reward_min <= self.default_reward <= self.reward_max):
+            raise ValueError(f"default_reward ({self.default_reward}) lies outside "
+                             f"[{self.reward_min}, {self.reward_max}]")
+        return self

@@ -37,6 +37,8 @@ from trainer.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 CATALOGUES = {"coat": 300, "industry": 4385, "lfm": 4606, "synthetic-100k": 100_000}
 RATES = [25, 50, 100, 200, 400, 800]
+BENCH_KEY = "loadtest-sweep-key"
+"""API key of the swept service (feedback needs one)."""
 
 
 def _histories(name: str, n_items: int, seed: int) -> list[list[int]]:
@@ -58,8 +60,10 @@ def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: f
     port = free_port()
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     common = ["--redis-url", redis.url, "--namespace", ns, "--num-items", str(n_items)]
-    procs = [spawn_ialp(["serve", *common, "--port", str(port), "--enable-noop"],
-                        tmp / f"{name}-api.log", cwd=ROOT)]
+    # The sweep measures the service's capacity: no rate limit in the way.
+    procs = [spawn_ialp(["serve", *common, "--port", str(port), "--enable-noop",
+                         "--rate-limit-per-s", "0", "--rate-limit-key-per-s", "0"],
+                        tmp / f"{name}-api.log", cwd=ROOT, env={"IALP_API_KEY": BENCH_KEY})]
     if with_trainer:
         procs.append(spawn_ialp(["trainer", *common, "--state-dir", str(tmp / f"state-{ns}")],
                                 tmp / f"{name}-trainer.log", cwd=ROOT))
@@ -80,11 +84,12 @@ def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: f
         # Warm-up (first forward passes, connection pools), not measured.
         asyncio.run(run_loadtest(url, LoadConfig(duration_s=2.0, concurrency=4,
                                                  feedback_ratio=0.5, learn_wait_s=0.0),
-                                 histories=histories))
+                                 histories=histories, api_key=BENCH_KEY))
         for rate in RATES:
             config = LoadConfig(duration_s=duration, rate=rate, concurrency=None,
                                 feedback_ratio=0.5, learn_wait_s=0.0)
-            report = asyncio.run(run_loadtest(url, config, histories=histories))
+            report = asyncio.run(run_loadtest(url, config, histories=histories,
+                                              api_key=BENCH_KEY))
             phases = report["phases"]
             mix = phases["recommend+feedback"]
             step = {"rate": rate, "mix": mix, "noop": next(v for k, v in phases.items()

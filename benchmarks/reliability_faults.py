@@ -45,7 +45,8 @@ def _fuzz(redis_url: str, examples: int) -> dict[str, Any]:
     from app.settings import ServiceSettings
 
     settings = ServiceSettings(redis_url=redis_url, namespace="fuzz", num_items=60,
-                               max_len=10, max_history=30, max_k=5)
+                               max_len=10, max_history=30, max_k=5, api_key="fuzz-key",
+                               rate_limit_per_s=0.0, rate_limit_key_per_s=0.0)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1",
                                            port=port, log_level="critical"))
@@ -59,7 +60,8 @@ def _fuzz(redis_url: str, examples: int) -> dict[str, Any]:
         events = [httpx.post(f"{url}/v1/recommend", json={
             "user_id": u, "history": [u + 1], "k": 2}).json()["event_id"] for u in range(20)]
         start = time.perf_counter()
-        report = fuzz(url, spec, examples_per_operation=examples, pools={"event_id": events})
+        report = fuzz(url, spec, examples_per_operation=examples, pools={"event_id": events},
+                      api_key="fuzz-key")
         out = report.summary()
         out["seconds"] = round(time.perf_counter() - start, 1)
         out["examples_per_operation"] = examples

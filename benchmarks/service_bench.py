@@ -39,6 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from trainer.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
+BENCH_KEY = "service-bench-key"
+"""API key of the benchmarked service (feedback needs one)."""
+
 
 class KeepAliveConnection:
     """A minimal HTTP/1.1 keep-alive client connection (one request at a time).
@@ -60,7 +63,8 @@ class KeepAliveConnection:
         body = json.dumps(payload).encode()
         self.writer.write(
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json"
-            f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            f"\r\nX-API-Key: {BENCH_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body)
         status = int((await self.reader.readline()).split()[1])
         length = 0
         while True:
@@ -135,9 +139,11 @@ def _start_api(redis_url: str, ns: str, args: argparse.Namespace, batching: bool
            "--max-history", "200", "--log-level", "warning",
            "--micro-batching" if batching else "--no-micro-batching",
            "--batch-max-size", str(args.batch_max_size),
-           "--batch-max-wait-ms", str(args.batch_max_wait_ms)]
+           "--batch-max-wait-ms", str(args.batch_max_wait_ms),
+           "--rate-limit-per-s", "0", "--rate-limit-key-per-s", "0"]  # measure, not limit
     with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, "IALP_API_KEY": BENCH_KEY})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

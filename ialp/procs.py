@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 
 def spawn_ialp(
-    args: Sequence[str], log: Path, *, cwd: Path | None = None
+    args: Sequence[str], log: Path, *, cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Run ``python -m ialp ARGS`` in the background with stdout and stderr to ``log``."""
+    """Run ``python -m ialp ARGS`` in the background with stdout and stderr to ``log``;
+    ``env`` is added to this process's environment (e.g. ``IALP_API_KEY``)."""
+    child_env = None if env is None else {**os.environ, **env}
     with log.open("wb") as fh:  # the child keeps its own descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "ialp", *args], cwd=cwd, stdout=fh, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "ialp", *args], cwd=cwd, stdout=fh,
+            stderr=subprocess.STDOUT, env=child_env,
         )
 
 

@@ -25,14 +25,17 @@ class Stack:
     namespace: str
     procs: list[subprocess.Popen[bytes]]
     logs: list[Path]
+    api_key: str = ""
+    """The API's key (feedback needs it)."""
 
     def tails(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in self.logs)
 
 
-def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], log: Path, env: dict[str, str] | None = None
+          ) -> subprocess.Popen[bytes]:
     """``python -m ialp ARGS`` from the repository root with output to ``log``."""
-    return spawn_ialp(args, log, cwd=ROOT)
+    return spawn_ialp(args, log, cwd=ROOT, env=env)
 
 
 def wait_for(pred: Callable[[], bool], what: str, stack: Stack, timeout: float = 120.0) -> None:
@@ -60,17 +63,22 @@ def service_stack(
     trainer_args: list[str] = (),  # type: ignore[assignment]
     serve_args: list[str] = (),  # type: ignore[assignment]
 ) -> Iterator[Stack]:
-    """API and trainer on a fresh namespace; both are stopped on exit."""
+    """API and trainer on a fresh namespace; both are stopped on exit. The API gets a
+    random key (``Stack.api_key``) and no rate limit (tests drive bursts from one
+    address); ``serve_args`` can set one."""
     ns = f"t-{uuid.uuid4().hex[:8]}"
+    key = uuid.uuid4().hex
     common = ["--redis-url", redis_url, "--namespace", ns, "--num-items", str(num_items),
               "--seed", "0"]
     logs = [tmp / f"{ns}-trainer.log", tmp / f"{ns}-api.log"]
     procs = [
         spawn(["trainer", *common, "--state-dir", str(tmp / f"{ns}-state"),
                "--flush-idle-s", "0.5", *trainer_args], logs[0]),
-        spawn(["serve", *common, "--port", str(port), *serve_args], logs[1]),
+        spawn(["serve", *common, "--port", str(port), "--rate-limit-per-s", "0",
+               "--rate-limit-key-per-s", "0", *serve_args], logs[1], env={"IALP_API_KEY": key}),
     ]
-    stack = Stack(api=f"http://127.0.0.1:{port}", namespace=ns, procs=procs, logs=logs)
+    stack = Stack(api=f"http://127.0.0.1:{port}", namespace=ns, procs=procs, logs=logs,
+                  api_key=key)
     try:
         with httpx.Client(timeout=10) as http:
             wait_for(lambda: http.get(f"{stack.api}/readyz").status_code == 200, "API ready",

@@ -101,3 +101,48 @@ def test_compose_config_when_available() -> None:
         assert res.returncode == 0, res.stderr
         return
     pytest.skip("no docker-compose binary on this machine; the YAML checks above still ran")
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` substitution."""
+    import re
+
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        got = env.get(name, "")
+        if op == ":?" and not got:
+            raise KeyError(f"{name}: {arg}")
+        if op == ":-" and not got:
+            return arg
+        return got
+
+    return re.sub(r"\$\{(\w+)(?:(:\?|:-)([^}]*))?\}", one, value)
+
+
+def test_keys_come_from_the_environment_and_are_required(compose: dict[str, Any]) -> None:
+    for name in IALP_SERVICES:
+        env = compose["services"][name]["environment"]
+        # Never a literal key in the file: the API key must be given, the admin key may.
+        assert env["IALP_API_KEY"].startswith("${IALP_API_KEY:?"), name
+        assert env["IALP_ADMIN_API_KEY"] == "${IALP_ADMIN_API_KEY:-}", name
+        with pytest.raises(KeyError, match="IALP_API_KEY"):
+            _interpolate(env["IALP_API_KEY"], {})
+        resolved = {k: _interpolate(str(v), {"IALP_API_KEY": "k1"}) for k, v in env.items()}
+        assert resolved["IALP_API_KEY"] == "k1" and resolved["IALP_ADMIN_API_KEY"] == ""
+    # What the API replicas build from that environment: the key, and no admin key.
+    api_env = {k: _interpolate(str(v), {"IALP_API_KEY": "k1"})
+               for k, v in compose["services"]["api"]["environment"].items()}
+    settings = ServiceSettings(**{k[5:].lower(): v for k, v in api_env.items()
+                                  if k[5:].lower() in ServiceSettings.model_fields})
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "k1"
+    assert settings.admin_api_key is None and not settings.allow_anonymous
+    api_argv = _ialp_argv(compose["services"]["api"])
+    assert "--insecure" not in api_argv
+
+
+def test_redis_memory_is_bounded_without_evicting_the_stream(
+        compose: dict[str, Any]) -> None:
+    cmd = compose["services"]["redis"]["command"]
+    assert _interpolate(cmd[cmd.index("--maxmemory") + 1], {}) == "2gb"
+    # volatile-* / allkeys-* could evict de-duplication markers (TTL) or the stream.
+    assert cmd[cmd.index("--maxmemory-policy") + 1] == "noeviction"

@@ -109,11 +109,17 @@ def _demo(args: argparse.Namespace) -> int:
     common = ["--redis-url", redis.url, "--namespace", ns, "--checkpoint", str(ckpt),
               "--seed", str(args.seed)]
     logs = [args.out / "trainer.log", args.out / "api.log"]
+    # The service requires a key for feedback: a fresh random one for this run, passed to
+    # the children through the environment (never on a command line) and used below.
+    import secrets
+
+    api_key = secrets.token_hex(16)
+    env = {"IALP_API_KEY": api_key}
     procs = [
         spawn_ialp(["trainer", *common, "--scheme", args.scheme, "--state-dir",
                     str(args.out / f"state-{ns}"), "--learner-options",
-                    ONLINE_LEARNER_OPTIONS], logs[0]),
-        spawn_ialp(["serve", *common, "--port", str(port)], logs[1]),
+                    ONLINE_LEARNER_OPTIONS], logs[0], env=env),
+        spawn_ialp(["serve", *common, "--port", str(port)], logs[1], env=env),
     ]
     url = f"http://127.0.0.1:{port}"
     try:
@@ -135,7 +141,7 @@ def _demo(args: argparse.Namespace) -> int:
             header_done = True
 
         rows = asyncio.run(simulate(url, config, train_env=train_env, test_env=test_env,
-                                    on_round=show))
+                                    api_key=api_key, on_round=show))
         write_outputs(rows, config, args.out)
         first, last = rows[0], rows[-1]
         print(f"\nReturn on test users: {first['return']:.2f} (round 0, version "

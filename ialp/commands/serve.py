@@ -1,7 +1,10 @@
 """``ialp serve``: run the REST service under uvicorn.
 
 Every flag has an ``IALP_*`` environment variable (see ``app.settings.ServiceSettings``);
-a flag given on the command line wins over the environment.
+a flag given on the command line wins over the environment. Keys are read from the
+environment only (``IALP_API_KEY``, ``IALP_ADMIN_API_KEY``), never from flags, so they do
+not show in process listings. Without a key, feedback and rollback answer 401 unless the
+service is started with ``--insecure``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--default-reward", type=float,
                    help="learn this reward for decisions without feedback (default off)")
     p.add_argument("--default-reward-after-s", type=float)
+    p.add_argument("--reward-min", type=float, help="smallest accepted reward (default -10)")
+    p.add_argument("--reward-max", type=float, help="largest accepted reward (default 10)")
+    p.add_argument("--decision-cap", type=int, help="most decisions kept in Redis "
+                   "(oldest evicted; default 1,000,000)")
+    p.add_argument("--rate-limit-per-s", type=float, help="requests/s per client address "
+                   "without a configured key (default 100; 0: no limit)")
+    p.add_argument("--rate-limit-key-per-s", type=float, help="requests/s per configured "
+                   "key (default 1000; 0: no limit)")
+    p.add_argument("--insecure", dest="allow_anonymous", action="store_true", default=None,
+                   help="accept feedback and rollback without a key when IALP_API_KEY is "
+                   "unset (env IALP_ALLOW_ANONYMOUS=true; for a private machine only)")
     p.add_argument("--enable-noop", action="store_true", default=None,
                    help="expose POST /v1/noop (benchmark baseline)")
     p.add_argument("--seed", type=int)
@@ -42,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 _FIELDS = ("redis_url", "namespace", "checkpoint", "catalogue", "num_items", "max_history", "max_k",
            "micro_batching", "batch_max_size", "batch_max_wait_ms", "default_reward",
-           "default_reward_after_s", "enable_noop", "seed")
+           "default_reward_after_s", "enable_noop", "seed", "reward_min", "reward_max",
+           "decision_cap", "rate_limit_per_s", "rate_limit_key_per_s", "allow_anonymous")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -61,12 +61,18 @@ class ThreadedServer:
         return self.app.state.svc
 
 
+TEST_API_KEY = "test-feedback-key"
+"""The key every test service is configured with (unless a test sets its own)."""
+AUTH = {"X-API-Key": TEST_API_KEY}
+"""Headers of an authorised feedback or admin call."""
+
+
 def make_settings(redis_url: str, **overrides: Any) -> ServiceSettings:
-    """Small, fast settings on a fresh namespace."""
+    """Small, fast settings on a fresh namespace, keyed with :data:`TEST_API_KEY`."""
     base: dict[str, Any] = dict(
         redis_url=redis_url, namespace=f"test-{uuid.uuid4().hex[:10]}", num_items=40,
         max_len=10, max_history=30, max_k=5, batch_max_wait_ms=2.0, policy_poll_s=0.1,
-        enable_noop=True, redis_timeout_s=0.3)
+        enable_noop=True, redis_timeout_s=0.3, api_key=TEST_API_KEY)
     base.update(overrides)
     return ServiceSettings(**base)
 

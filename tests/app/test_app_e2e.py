@@ -25,8 +25,12 @@ N_ITEMS = 20
 UPDATE_EVERY = 16
 
 
+KEY = "e2e-feedback-key"
+AUTH = {"X-API-Key": KEY}
+
+
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return spawn_ialp(args, log, cwd=ROOT)
+    return spawn_ialp(args, log, cwd=ROOT, env={"IALP_API_KEY": KEY})
 
 
 def _wait(pred: Callable[[], bool], what: str, procs: list[subprocess.Popen[bytes]],
@@ -105,13 +109,14 @@ def test_live_learning_end_to_end(stack: dict[str, object]) -> None:
                 reward = 1.0 if item in liked[user] else 0.0
                 fb = http.post(f"{api}/v1/feedback", json={
                     "event_id": body["event_id"], "item_id": item, "reward": reward,
-                    "done": False})
+                    "done": False}, headers=AUTH)
                 assert fb.status_code == 202, fb.text
                 accepted.append(body["event_id"])
                 histories[user].append(item)
                 if step % 10 == 0:  # a client retrying: must not be learned twice
                     dup = http.post(f"{api}/v1/feedback", json={
-                        "event_id": body["event_id"], "item_id": item, "reward": reward})
+                        "event_id": body["event_id"], "item_id": item, "reward": reward},
+                        headers=AUTH)
                     assert dup.status_code == 200 and dup.json()["status"] == "duplicate"
                     duplicates += 1
         n = len(accepted)
@@ -143,5 +148,5 @@ def test_live_learning_end_to_end(stack: dict[str, object]) -> None:
     keys = RedisKeys(str(stack["ns"]))
     assert all(r.exists(keys.learned(e)) for e in accepted)
     assert r.xlen(keys.stream) == n
-    assert r.llen(keys.trainer_buffer) == 0
+    assert r.zcard(keys.trainer_buffer) == 0
     assert r.xpending(keys.stream, "trainer")["pending"] == 0

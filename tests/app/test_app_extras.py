@@ -14,7 +14,7 @@ from trainer.bus import transition_from_json
 from trainer.keys import RedisKeys
 from trainer.redis_server import ensure_embedded_redis, free_port, ping
 
-from .conftest import ThreadedServer, make_settings
+from .conftest import AUTH, ThreadedServer, make_settings
 
 
 def test_default_reward_learns_silent_decisions_once(
@@ -28,7 +28,8 @@ def test_default_reward_learns_silent_decisions_once(
                                   json={"user_id": u, "history": [u], "k": 2}).json()
                         for u in (1, 2))
     fb = http.post(f"{srv.url}/v1/feedback", json={
-        "event_id": answered["event_id"], "item_id": answered["items"][1], "reward": 3.0})
+        "event_id": answered["event_id"], "item_id": answered["items"][1], "reward": 3.0},
+        headers=AUTH)
     assert fb.status_code == 202
     deadline = time.monotonic() + 15
     while r.xlen(keys.stream) < 2 and time.monotonic() < deadline:
@@ -40,7 +41,8 @@ def test_default_reward_learns_silent_decisions_once(
     assert events[1].action == silent["items"][0]
     assert events[1].propensity == silent["propensities"][0]
     late = http.post(f"{srv.url}/v1/feedback", json={
-        "event_id": silent["event_id"], "item_id": silent["items"][0], "reward": 5.0})
+        "event_id": silent["event_id"], "item_id": silent["items"][0], "reward": 5.0},
+        headers=AUTH)
     assert late.json()["status"] == "duplicate"
     assert "ialp_default_rewards_total 1.0" in http.get(f"{srv.url}/metrics").text
 

@@ -20,7 +20,7 @@ from policy.config import PolicyConfig
 from trainer.bus import transition_from_json
 from trainer.keys import RedisKeys
 
-from .conftest import ThreadedServer, make_settings
+from .conftest import AUTH, ThreadedServer, make_settings
 
 SKUS = [f"sku-{i:03d}" for i in range(40)]
 
@@ -43,7 +43,7 @@ def server(serve: Callable[[ServiceSettings], ThreadedServer], module_redis: str
 
 def _post(http: httpx.Client, server: ThreadedServer, path: str, body: dict[str, Any]
           ) -> httpx.Response:
-    return http.post(f"{server.url}{path}", json=body)
+    return http.post(f"{server.url}{path}", json=body, headers=AUTH)
 
 
 def test_string_ids_in_and_out_and_feedback_by_string_is_enqueued(

@@ -18,7 +18,7 @@ from policy.mixed import MixedPolicy
 from policy.types import pad_histories
 from trainer.redis_server import EmbeddedRedis
 
-from .conftest import ThreadedServer, make_settings
+from .conftest import AUTH, ThreadedServer, make_settings
 
 
 def _rec(http: httpx.Client, url: str, history: list[int], k: int = 1) -> httpx.Response:
@@ -39,7 +39,8 @@ def test_redis_down_recommend_serves_feedback_503_then_recovers(
         assert resp.json()["decision_recorded"] is False
         assert len(resp.json()["items"]) == 2
     fb = http.post(f"{srv.url}/v1/feedback", json={
-        "event_id": before["event_id"], "item_id": before["items"][0], "reward": 1.0})
+        "event_id": before["event_id"], "item_id": before["items"][0], "reward": 1.0},
+        headers=AUTH)
     assert fb.status_code == 503
     assert fb.headers["Retry-After"] == "3"
     assert "Redis is unreachable" in fb.json()["detail"]
@@ -63,7 +64,8 @@ def test_redis_down_recommend_serves_feedback_503_then_recovers(
             threading.Event().wait(0.1)
         assert ok
         fb = http.post(f"{srv.url}/v1/feedback", json={
-            "event_id": event["event_id"], "item_id": event["items"][0], "reward": 2.0})
+            "event_id": event["event_id"], "item_id": event["items"][0], "reward": 2.0},
+            headers=AUTH)
         assert fb.status_code == 202
         assert http.get(f"{srv.url}/readyz").status_code == 200
     finally:

@@ -3,8 +3,10 @@
 Bodies are generated with hypothesis from each operation's request schema: well-formed
 objects whose fields take valid, boundary and wrong-typed values (huge integers,
 NaN/Infinity, long lists, hostile strings, missing and extra keys, real event ids from a
-pool), arbitrary JSON documents, and raw bytes that are not JSON. Every answer must be
-below 500, and every rejection a 4xx JSON body whose ``detail`` says what is wrong.
+pool), arbitrary JSON documents, and raw bytes (not JSON, often not UTF-8) under any
+content type (JSON, text, octet-stream, forms, multipart, none, garbage). Every answer
+must be below 500, and every rejection a 4xx JSON body whose ``detail`` says what is
+wrong.
 """
 
 from __future__ import annotations
@@ -27,6 +29,23 @@ JSON_VALUES = st.recursive(
     max_leaves=20)
 HOSTILE_TEXT = st.sampled_from(["*", "a:b", "a b", "x" * 500, "", "\x00", "é", "{x}",
                                 "'; FLUSHALL", "ialp:policy:current", "\n\r"])
+CONTENT_TYPES = st.one_of(
+    st.none(),  # no content-type header at all
+    st.sampled_from([b"application/json", b"text/plain", b"application/octet-stream",
+                     b"application/x-www-form-urlencoded", b"multipart/form-data",
+                     b"multipart/form-data; boundary=----x", b"text/plain; charset=utf-16",
+                     b"application/json; charset=latin-1", b"application/problem+json",
+                     b"*/*", b"", b";", b"application/json; charset=\xff"]),
+    st.binary(min_size=1, max_size=40).filter(
+        lambda b: b"\r" not in b and b"\n" not in b and b"\x00" not in b))
+"""Content-type header values (bytes: any octet a client can send)."""
+RAW_BODIES = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=60).map(lambda t: t.encode("utf-16")),  # valid text, not UTF-8
+    st.sampled_from([b"\xff\xfe{\x80", b"\x80", b'{"user_id": "\xe9"}', b"a=\xff&b=1",
+                     b"------x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n"
+                     b"\xff\r\n------x--\r\n"]))
+"""Request bodies as raw bytes."""
 
 
 def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +134,7 @@ def body_strategy(spec: dict[str, Any], op: dict[str, Any],
         st.tuples(st.just("json"), mutated), st.tuples(st.just("json"), mutated),
         st.tuples(st.just("json"), shaped), st.tuples(st.just("json"), shaped),
         st.tuples(st.just("json"), JSON_VALUES),
-        st.tuples(st.just("raw"), st.binary(max_size=200)))
+        st.tuples(st.just("raw"), RAW_BODIES), st.tuples(st.just("raw"), RAW_BODIES))
 
 
 def _mutations(spec: dict[str, Any], schema: dict[str, Any], examples: list[Any],
@@ -149,17 +168,35 @@ class FuzzReport:
     cases: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    raw_cases: Counter[str] = field(default_factory=Counter)
+    """Cases with a raw-byte body, by endpoint."""
+    raw_not_utf8: Counter[str] = field(default_factory=Counter)
+    """... of which the body is not valid UTF-8."""
+    raw_content_types: Counter[str] = field(default_factory=Counter)
+    """Raw-byte cases by content type (``none`` = no header)."""
 
     def summary(self) -> dict[str, Any]:
         return {"cases_tried": sum(self.cases.values()), "cases_by_endpoint":
                 dict(self.cases), "failures": len(self.failures),
-                "statuses": dict(self.statuses), "first_failures": self.failures[:5]}
+                "answers_5xx": sum(n for k, n in self.statuses.items()
+                                   if k.rsplit(" ", 1)[-1].startswith("5")),
+                "statuses": dict(self.statuses), "raw_cases": dict(self.raw_cases),
+                "raw_not_utf8": dict(self.raw_not_utf8),
+                "raw_content_types": dict(self.raw_content_types.most_common(15)),
+                "first_failures": self.failures[:5]}
+
+
+PARSER_400 = "Invalid HTTP request received."
+"""uvicorn's own answer to bytes that are not HTTP (e.g. control octets in a header
+value): the request never reaches the application."""
 
 
 def check_answer(resp: httpx.Response) -> str | None:
     """Why an answer breaks the contract, or ``None``."""
     if resp.status_code >= 500:
         return f"server error {resp.status_code}: {resp.text[:200]}"
+    if resp.status_code == 400 and resp.text == PARSER_400:
+        return None
     if resp.status_code >= 400:
         try:
             body = resp.json()
@@ -176,35 +213,50 @@ def check_answer(resp: httpx.Response) -> str | None:
 
 
 def fuzz(base_url: str, spec: dict[str, Any], *, examples_per_operation: int,
-         pools: dict[str, list[Any]], seed: int = 0) -> FuzzReport:
-    """Fuzz every operation of ``spec`` against a running service."""
+         pools: dict[str, list[Any]], seed: int = 0,
+         api_key: str | None = None) -> FuzzReport:
+    """Fuzz every operation of ``spec`` against a running service. With ``api_key`` (the
+    service's key) most cases carry it, so keyed routes are fuzzed past the key check."""
     report = FuzzReport()
     with httpx.Client(base_url=base_url, timeout=30) as http:
         for path, ops in sorted(spec["paths"].items()):
             for method, op in sorted(ops.items()):
                 _fuzz_operation(http, report, spec, path, method, op, pools,
-                                examples_per_operation)
+                                examples_per_operation, api_key)
         _ = seed  # derandomized: the same cases every run
     return report
 
 
 def _fuzz_operation(http: httpx.Client, report: FuzzReport, spec: dict[str, Any],
                     path: str, method: str, op: dict[str, Any],
-                    pools: dict[str, list[Any]], examples: int) -> None:
+                    pools: dict[str, list[Any]], examples: int,
+                    real_key: str | None = None) -> None:
     key = f"{method.upper()} {path}"
+    keys = st.one_of(st.none(), st.text(
+        alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=20))
+    if real_key:
+        keys = st.one_of(st.just(real_key), st.just(real_key), st.just(real_key), keys)
 
     @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(body=body_strategy(spec, op, pools),
            query=st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
-           api_key=st.one_of(st.none(), st.text(
-               alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=20)))
-    def one(body: tuple[str, Any], query: dict[str, str], api_key: str | None) -> None:
+           api_key=keys, ctype=CONTENT_TYPES)
+    def one(body: tuple[str, Any], query: dict[str, str], api_key: str | None,
+            ctype: bytes | None) -> None:
         kind, value = body
-        headers = {"X-API-Key": api_key} if api_key else {}
+        headers: dict[str, str | bytes] = {"X-API-Key": api_key} if api_key else {}
         if kind == "raw":
-            headers["content-type"] = "application/json"
+            if ctype is not None:
+                headers["content-type"] = ctype
             resp = http.request(method, path, content=value, params=query, headers=headers)
+            report.raw_cases[key] += 1
+            report.raw_content_types[ctype.decode("latin-1") if ctype is not None
+                                     else "none"] += 1
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                report.raw_not_utf8[key] += 1
         elif method in ("get", "head"):
             resp = http.request(method, path, params=query, headers=headers)
         else:  # NaN/Infinity tokens included: Python clients send them
@@ -212,7 +264,8 @@ def _fuzz_operation(http: httpx.Client, report: FuzzReport, spec: dict[str, Any]
             resp = http.request(method, path, content=json.dumps(value).encode(),
                                 params=query, headers=headers)
         report.cases[key] += 1
-        report.statuses[f"{key} {resp.status_code}"] += 1
+        parser = resp.status_code == 400 and resp.text == PARSER_400
+        report.statuses[f"{key} {'400-http-parser' if parser else resp.status_code}"] += 1
         why = check_answer(resp)
         if why:
             report.failures.append(f"{key} {kind} {value!r:.200}: {why}")

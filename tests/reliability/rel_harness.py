@@ -32,6 +32,9 @@ from trainer.redis_server import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 N_ITEMS = 30
+API_KEY = "rel-feedback-key"
+"""Key of every API replica a scenario starts (feedback needs it)."""
+AUTH = {"X-API-Key": API_KEY}
 
 
 class Procs:
@@ -49,7 +52,10 @@ class Procs:
         env = dict(os.environ)
         env.update({"IALP_REDIS_URL": self.redis_url, "IALP_NAMESPACE": self.ns,
                     "IALP_NUM_ITEMS": str(N_ITEMS), "IALP_MAX_LEN": "10", "IALP_SEED": "0",
-                    "IALP_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"})
+                    "IALP_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1",
+                    # fault scenarios drive bursts from one address: no rate limit
+                    "IALP_API_KEY": API_KEY, "IALP_RATE_LIMIT_PER_S": "0",
+                    "IALP_RATE_LIMIT_KEY_PER_S": "0"})
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
@@ -196,7 +202,8 @@ def feedback(http: httpx.Client, url: str, traffic: Traffic, user: int,
     deadline = time.monotonic() + feedback_deadline
     while True:
         fb = http.post(f"{url}/v1/feedback", json={
-            "event_id": body["event_id"], "item_id": item, "reward": _reward(user, item)})
+            "event_id": body["event_id"], "item_id": item, "reward": _reward(user, item)},
+            headers=AUTH)
         traffic.note("feedback", fb.status_code)
         if fb.status_code == 503:
             if "retry-after" not in fb.headers:
@@ -409,7 +416,7 @@ class RoundRobin:
         while True:
             url = self.pick()
             try:
-                resp = http.post(f"{url}{path}", json=body)
+                resp = http.post(f"{url}{path}", json=body, headers=AUTH)
             except httpx.ConnectError:
                 self.drop(url)  # nothing was sent: safe to send elsewhere
                 continue

@@ -1,5 +1,6 @@
-"""Fuzz every endpoint of the OpenAPI document over real HTTP (small budget here; the
-benchmark ``benchmarks/reliability_fuzz.py`` runs a larger one)."""
+"""Fuzz every endpoint of the OpenAPI document over real HTTP, JSON and raw bytes under
+any content type (small budget here; ``benchmarks/fuzz_soak.py`` runs 10,000 cases per
+endpoint against the real ``ialp serve`` process)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import httpx
 import pytest
 
 from app.main import create_app
-from tests.app.conftest import ThreadedServer, make_settings
+from tests.app.conftest import TEST_API_KEY, ThreadedServer, make_settings
 from tests.reliability.rel_fuzz import fuzz
 from trainer.redis_server import EmbeddedRedis
 
 
 @pytest.fixture
 def server(redis_server: EmbeddedRedis) -> Iterator[ThreadedServer]:
-    s = ThreadedServer(create_app(make_settings(redis_server.url, num_items=60))).start()
+    # No rate limit: every case must reach the routes, not a 429.
+    s = ThreadedServer(create_app(make_settings(redis_server.url, num_items=60,
+                                                rate_limit_per_s=0.0,
+                                                rate_limit_key_per_s=0.0))).start()
     yield s
     s.stop()
 
@@ -24,12 +28,14 @@ def server(redis_server: EmbeddedRedis) -> Iterator[ThreadedServer]:
 def test_no_endpoint_answers_500_or_a_bare_rejection(server: ThreadedServer) -> None:
     with httpx.Client(timeout=10) as http:
         spec = http.get(f"{server.url}/openapi.json").json()
-        events = []
-        for u in range(5):  # real event ids, so feedback reaches the decision lookup
-            events.append(http.post(f"{server.url}/v1/recommend", json={
-                "user_id": u, "history": [u + 1], "k": 2}).json()["event_id"])
+        events, items = [], []
+        for u in range(5):  # real event and item ids: feedback reaches the decision lookup
+            rec = http.post(f"{server.url}/v1/recommend", json={
+                "user_id": u, "history": [u + 1], "k": 2}).json()
+            events.append(rec["event_id"])
+            items.extend(rec["items"])
     report = fuzz(server.url, spec, examples_per_operation=60,
-                  pools={"event_id": events})
+                  pools={"event_id": events, "item_id": items}, api_key=TEST_API_KEY)
     summary = report.summary()
     operations = {f"{m.upper()} {p}" for p, ops in spec["paths"].items() for m in ops}
     assert set(summary["cases_by_endpoint"]) == operations
@@ -39,3 +45,9 @@ def test_no_endpoint_answers_500_or_a_bare_rejection(server: ThreadedServer) -> 
                for k in summary["statuses"])
     assert any(k.startswith("POST /v1/feedback") and k.endswith((" 202", " 200", " 409"))
                for k in summary["statuses"])
+    # Raw bytes, not UTF-8, under content types other than JSON reached every POST route.
+    posts = {op for op in operations if op.startswith("POST")}
+    assert all(summary["raw_not_utf8"].get(op, 0) >= 3 for op in posts), summary
+    assert {"none", "text/plain", "application/octet-stream"} & set(
+        summary["raw_content_types"])
+    assert summary["answers_5xx"] == 0

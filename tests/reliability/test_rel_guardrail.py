@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.reliability.rel_harness import procs
+from tests.reliability.rel_harness import AUTH, procs
 from trainer.redis_server import EmbeddedRedis, free_port
 
 
@@ -61,7 +61,7 @@ def test_guardrail_pulls_alpha_back_and_resumes(redis_server: EmbeddedRedis,
                 reward = float(rng.random() < p_reward[source])
                 fb = http.post(f"{url}/v1/feedback", json={
                     "event_id": body["event_id"], "item_id": body["items"][0],
-                    "reward": reward})
+                    "reward": reward}, headers=AUTH)
                 assert fb.status_code == 202, fb.text
                 sent[0] += 1
                 if sent[0] % 32 == 0:  # one update per 32 events

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from app.main import create_app
-from tests.app.conftest import ThreadedServer, make_settings
+from tests.app.conftest import AUTH, ThreadedServer, make_settings
 from tests.reliability.rel_harness import procs
 from trainer.redis_server import EmbeddedRedis, free_port
 
@@ -66,25 +66,42 @@ def test_body_history_and_k_limits(serve: Callable[..., ThreadedServer]) -> None
         assert _rec(http, s.url).status_code == 200
 
 
-def test_rate_limit_per_api_key(serve: Callable[..., ThreadedServer]) -> None:
-    s = serve(rate_limit_per_s=0.5, rate_limit_burst=3)
+def test_rate_limit_per_configured_key_and_per_address(
+        serve: Callable[..., ThreadedServer]) -> None:
+    s = serve(api_key=FEED_KEY, rate_limit_per_s=0.5, rate_limit_burst=3,
+              rate_limit_key_per_s=0.5, rate_limit_key_burst=2)
     with httpx.Client(timeout=10) as http:
-        a = {"X-API-Key": "client-a"}
-        codes = [http.post(f"{s.url}/v1/recommend", headers=a,
-                           json={"user_id": 1, "history": [1]}).status_code
-                 for _ in range(4)]
+        def rec(headers: dict[str, str]) -> httpx.Response:
+            return http.post(f"{s.url}/v1/recommend", headers=headers,
+                             json={"user_id": 1, "history": [1]})
+
+        codes = [rec({}).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
-        limited = http.post(f"{s.url}/v1/recommend", headers=a,
-                            json={"user_id": 1, "history": [1]})
+        limited = rec({})
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert "rate limit" in limited.json()["detail"]
-        # Another key has its own bucket; operations endpoints are not limited.
-        other = http.post(f"{s.url}/v1/recommend", headers={"X-API-Key": "client-b"},
-                          json={"user_id": 1, "history": [1]})
-        assert other.status_code == 200
-        assert http.get(f"{s.url}/healthz", headers=a).status_code == 200
+        # Invented keys buy nothing: a wrong key draws from the address's bucket.
+        assert rec({"X-API-Key": "client-b"}).status_code == 429
+        assert rec({"X-API-Key": "random-" + "x" * 20}).status_code == 429
+        # The configured key has its own bucket (burst 2).
+        keyed = [rec({"X-API-Key": FEED_KEY}).status_code for _ in range(3)]
+        assert keyed == [200, 200, 429]
+        # Operations endpoints are not limited.
+        assert http.get(f"{s.url}/healthz").status_code == 200
         text = http.get(f"{s.url}/metrics").text
-        assert "ialp_rate_limited_total 2.0" in text
+        assert "ialp_rate_limited_total 5.0" in text
+
+
+def test_anonymous_recommendations_are_rate_limited_by_default(
+        serve: Callable[..., ThreadedServer]) -> None:
+    s = serve()  # the shipped defaults: 100/s, burst 200 per address
+    settings = s.svc.settings
+    assert (settings.rate_limit_per_s, settings.rate_limit_burst) == (100.0, 200)
+    with httpx.Client(timeout=10) as http:
+        codes = [http.post(f"{s.url}/v1/noop", json={"user_id": 1, "history": [1]}
+                           ).status_code for _ in range(400)]
+    assert codes.count(429) >= 50, codes.count(429)
+    assert codes[:150] == [200] * 150
 
 
 def test_feedback_and_admin_keys_are_checked_and_never_logged(
@@ -132,22 +149,23 @@ def test_event_ids_never_reach_redis_unvalidated(serve: Callable[..., ThreadedSe
     with httpx.Client(timeout=10) as http:
         body = _rec(http, s.url).json()
         for bad in HOSTILE_EVENT_IDS:
-            r = http.post(f"{s.url}/v1/feedback",
+            r = http.post(f"{s.url}/v1/feedback", headers=AUTH,
                           json={"event_id": bad, "item_id": 1, "reward": 1.0})
             assert r.status_code == 422, (bad, r.text)
             assert r.json()["detail"][0]["loc"] == ["body", "event_id"]
         # The longest well-formed id is looked up safely and is simply unknown.
-        r = http.post(f"{s.url}/v1/feedback",
+        r = http.post(f"{s.url}/v1/feedback", headers=AUTH,
                       json={"event_id": "a" * 128, "item_id": 1, "reward": 1.0})
         assert r.status_code == 404
-        ok = http.post(f"{s.url}/v1/feedback", json={
+        ok = http.post(f"{s.url}/v1/feedback", headers=AUTH, json={
             "event_id": body["event_id"], "item_id": body["items"][0], "reward": 1.0})
         assert ok.status_code == 202
     r = redis.Redis.from_url(redis_server.url)
     mine = [k.decode() for k in r.scan_iter(f"{ns}:*")]
     assert mine and all(k.startswith(f"{ns}:") for k in mine)
     kinds = {k.split(":")[1] for k in mine}
-    assert kinds <= {"decision", "fb", "feedback", "stats", "awaiting", "policy", "trainer"}
+    assert kinds <= {"decision", "decisions", "fb", "feedback", "stats", "awaiting", "policy",
+                     "trainer"}
     # Nothing any hostile id could have created exists anywhere on the server.
     for key in r.scan_iter("*"):
         assert not any(bad and bad in key.decode("utf-8", "replace")

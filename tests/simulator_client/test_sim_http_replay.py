@@ -42,7 +42,8 @@ def test_simulate_learns_every_event_and_alpha_rises(
     train_env, test_env = coat_envs
     config = SimulateConfig(env="coat", rounds=2, episodes=12, eval_episodes=8,
                             concurrency=8, seed=1, learn_wait_s=60)
-    rows = asyncio.run(simulate(stack.api, config, train_env=train_env, test_env=test_env))
+    rows = asyncio.run(simulate(stack.api, config, train_env=train_env, test_env=test_env,
+                                api_key=stack.api_key))
     assert [r["round"] for r in rows] == [0, 1, 2]
     sent = sum(r.get("feedback_accepted", 0) for r in rows)
     assert sent == sum(r.get("recommend", 0) for r in rows[1:]) > 0
@@ -78,7 +79,8 @@ def test_simulate_refuses_a_mismatched_catalogue(stack: Stack) -> None:
 def test_loadtest_closed_loop_measures_noop_and_mix(stack: Stack, tmp_path: Path) -> None:
     histories = [[1, 2, 3], [10], [5, 6, 7, 8, 9]]
     config = LoadConfig(duration_s=1.5, concurrency=4, feedback_ratio=1.0, learn_wait_s=30)
-    report = asyncio.run(run_loadtest(stack.api, config, histories=histories))
+    report = asyncio.run(run_loadtest(stack.api, config, histories=histories,
+                                      api_key=stack.api_key))
     noop, mix = report["phases"]["noop"], report["phases"]["recommend+feedback"]
     assert noop["requests"] > 0 and mix["requests"] > 0
     assert noop["errors_by_status"] == {} and mix["errors_by_status"] == {}
