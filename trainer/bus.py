@@ -115,6 +115,11 @@ class FeedbackBus(Protocol):
         """Park ``(entry_id, raw_payload, reason)`` entries and acknowledge them."""
         ...
 
+    async def quarantine(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Park committed transitions ``(event_id, payload, reason)`` that must not be
+        learned (already acknowledged; the caller drops them from the buffer)."""
+        ...
+
     async def stats(self) -> dict[str, int]:
         """Counters: ``enqueued``, ``events_buffered``, ``duplicates``, ``dead_lettered``."""
         ...
@@ -367,6 +372,17 @@ class RedisStreamBus:
         logger.warning("dead-lettered %d entries: %s", len(deliveries),
                        "; ".join(f"{d[0]}: {d[2]}" for d in deliveries[:5]))
 
+    async def quarantine(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """XADD to the dead-letter stream (the entries were acknowledged at commit)."""
+        if not items:
+            return
+        async with self.client.pipeline(transaction=True) as pipe:
+            for event_id, raw, reason in items:
+                pipe.xadd(self.keys.dead_letter,
+                          {"entry_id": "", "event_id": event_id, "t": raw, "reason": reason})
+                pipe.hincrby(self.keys.trainer_stats, "dead_lettered", 1)
+            await pipe.execute()
+
     async def stats(self) -> dict[str, int]:
         """Counters from Redis."""
         enq = await self.client.get(self.keys.enqueued_total)
@@ -481,6 +497,12 @@ class InMemoryBus:
         for d in deliveries:
             self.dead.append(d)
             self._pending.pop(d[0], None)
+            self.counters["dead_lettered"] += 1
+
+    async def quarantine(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Park committed transitions."""
+        for item in items:
+            self.dead.append(item)
             self.counters["dead_lettered"] += 1
 
     async def stats(self) -> dict[str, int]:

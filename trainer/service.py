@@ -503,41 +503,86 @@ class TrainerService:
         return True
 
     async def update(self, batch: list[Transition]) -> dict[str, float]:
-        """One learner update on ``batch`` (the oldest buffered), then publish.
+        """Learn ``batch`` (the oldest buffered), then publish.
 
         The batch leaves the in-memory buffer as soon as the learner has used it; if
         publishing fails (Redis down), the publication and the trimming of the durable
         buffer are retried by the next :meth:`step`, so a batch is never learned twice.
+        A batch whose loss is not finite is split until the transitions that cause it
+        are found: those are quarantined (dead-lettered with the reason), the rest is
+        learned — one hostile event never costs the honest ones.
         """
-        from trainer.batch import TransitionBatch
-
         start = time.perf_counter()
-
-        def _learn() -> dict[str, float]:
-            tb = TransitionBatch.from_transitions(batch, self.max_len)
-            return dict(self.learner.update(tb))
-
         self._sync_alpha_step()
-
-        stats = await asyncio.to_thread(_learn)
-        problem = await asyncio.to_thread(self._nonfinite, stats)
-        if problem is not None:
-            await self._reject(batch, *problem)
-            self.metrics.update_seconds.observe(time.perf_counter() - start)
-            return stats
-        self._apply_guardrail()  # reads the schedule step before this update counts
-        self.state.updates += 1
-        self._sync_alpha_step()
-        self.state.events_learned += len(batch)
+        learned, bad, stats, steps = await self._fit(batch)
         del self.buffer[: len(batch)]
-        ids = [t.event_id for t in batch]
-        self._consumed_ids.extend(ids)
-        self._publication_due = True
-        self._unpublished_ids.extend(ids)
-        self._unpublished_updates += 1
+        if bad:
+            await self._quarantine(bad)
+        if learned:
+            problem = await asyncio.to_thread(self._nonfinite, stats)
+            if problem is not None:
+                await self._reject(learned, *problem)
+                self.metrics.update_seconds.observe(time.perf_counter() - start)
+                return stats
+            for _ in range(steps):
+                self._apply_guardrail()  # reads the schedule step before this update counts
+                self.state.updates += 1
+                self._sync_alpha_step()
+            self.state.events_learned += len(learned)
+            ids = [t.event_id for t in learned]
+            self._consumed_ids.extend(ids)
+            self._publication_due = True
+            self._unpublished_ids.extend(ids)
+            self._unpublished_updates += steps
         await self.flush()
         self.metrics.update_seconds.observe(time.perf_counter() - start)
         return stats
+
+    async def _fit(
+        self, batch: list[Transition]
+    ) -> tuple[list[Transition], list[tuple[Transition, str]], dict[str, float], int]:
+        """``(learned, [(quarantined, why)], last stats, learner steps)``.
+
+        The learner raises :class:`NonFiniteLossError` before its weights or optimizer
+        change; the only state it touches first is the reward range of its target bound,
+        which is put back, so a refused attempt leaves no trace and the halves are tried
+        on the same learner."""
+        from trainer.batch import TransitionBatch
+        from trainer.learners.base import NonFiniteLossError
+
+        def _learn(part: list[Transition]) -> dict[str, float]:
+            tb = TransitionBatch.from_transitions(part, self.max_len)
+            return dict(self.learner.update(tb))
+
+        saved_range = getattr(self.learner, "reward_range", None)
+        try:
+            stats = await asyncio.to_thread(_learn, batch)
+            return batch, [], stats, 1
+        except NonFiniteLossError as exc:
+            if hasattr(self.learner, "reward_range"):
+                self.learner.reward_range = saved_range
+            if len(batch) == 1:
+                return [], [(batch[0], f"nonfinite_loss: {exc}")], {}, 0
+        half = len(batch) // 2
+        a = await self._fit(batch[:half])
+        b = await self._fit(batch[half:])
+        return a[0] + b[0], a[1] + b[1], b[2] or a[2], a[3] + b[3]
+
+    async def _quarantine(self, bad: list[tuple[Transition, str]]) -> None:
+        """Park transitions that make the loss non-finite in the dead-letter stream (with
+        the reason) and drop them from the buffer; they are never learned."""
+        self.metrics.rejected_updates.labels(reason="nonfinite_loss").inc()
+        self.metrics.events_rejected.inc(len(bad))
+        logger.error("update rejected (nonfinite_loss): %d transitions quarantined in the "
+                     "dead-letter stream (event ids %s...), the rest of the batch is learned",
+                     len(bad), ",".join(t.event_id for t, _ in bad[:3]))
+        await self.bus.quarantine([(t.event_id, transition_to_json(t), why)
+                                   for t, why in bad])
+        self.metrics.dead_lettered.inc(len(bad))
+        ids = [t.event_id for t, _ in bad]
+        self._consumed_ids.extend(ids)
+        if self.audit is not None:
+            self.audit.reject(self.state.updates, ids, "nonfinite_loss")
 
     def _nonfinite(self, stats: dict[str, float]) -> tuple[str, str] | None:
         """``(reason, what)`` when the update produced NaN/inf losses or weights."""
@@ -551,14 +596,14 @@ class TrainerService:
         return None
 
     async def _reject(self, batch: list[Transition], reason: str, what: str) -> None:
-        """Drop a poisoned update: keep serving the last good version and continue
-        learning from it; the batch is consumed (it would poison every retry)."""
+        """Drop a poisoned update (its weights came out non-finite): keep serving the
+        last good version and continue learning from it; the batch is consumed (it would
+        poison every retry)."""
         self.metrics.rejected_updates.labels(reason=reason).inc()
         self.metrics.events_rejected.inc(len(batch))
         logger.error("update rejected (%s: %s): %d transitions dropped (event ids %s...); "
                      "keeping version %d", reason, what, len(batch),
                      ",".join(t.event_id for t in batch[:3]), self.state.version)
-        del self.buffer[: len(batch)]
         ids = [t.event_id for t in batch]
         self._consumed_ids.extend(ids)
         if self.audit is not None:
