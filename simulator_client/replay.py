@@ -204,8 +204,10 @@ async def simulate(
     return rows
 
 
-def write_outputs(rows: list[dict[str, Any]], config: SimulateConfig, out_dir: Path) -> None:
-    """``out_dir/simulate.json`` and ``out_dir/simulate.png`` (Return and α per round)."""
+def write_outputs(rows: list[dict[str, Any]], config: SimulateConfig, out_dir: Path,
+                  references: dict[str, float] | None = None) -> None:
+    """``out_dir/simulate.json`` and ``out_dir/simulate.png`` (Return and α per round);
+    ``references`` (name → Return, e.g. random, popular) are drawn as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,7 +215,8 @@ def write_outputs(rows: list[dict[str, Any]], config: SimulateConfig, out_dir: P
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "simulate.json").write_text(
-        json.dumps({"config": asdict(config), "rounds": rows}, indent=2)
+        json.dumps({"config": asdict(config), "rounds": rows,
+                    "references": references or {}}, indent=2)
     )
     from matplotlib.ticker import MaxNLocator
 
@@ -223,6 +226,12 @@ def write_outputs(rows: list[dict[str, Any]], config: SimulateConfig, out_dir: P
     x = [r["round"] for r in rows]
     ax[0].plot(x, [r["return"] for r in rows], marker="o", label="Return (test)")
     ax[0].plot(x, [r["length"] for r in rows], marker="s", label="Length (test)")
+    styles = {"random": ("tab:gray", ":"), "popular": ("tab:green", "--"),
+              "pre-trained start": ("tab:purple", "-.")}
+    for name, value in (references or {}).items():
+        colour, line = styles.get(name, ("black", "--"))
+        ax[0].axhline(value, color=colour, linestyle=line, linewidth=1.2,
+                      label=f"{name} ({value:.1f})")
     ax[0].set_xlabel("round")
     ax[0].set_title(f"{config.env}: test episodes after each training round")
     ax[0].legend()

@@ -19,6 +19,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from simulator_client.envs.base import RecBatchEnv
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,10 +43,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo)
 
 
-# A2C settings that learn online (docs/experiments-baselines.md: eq. 9 taken literally does
-# not improve on Coat; the expected-Q baseline, normalised, with a little entropy does).
-ONLINE_LEARNER_OPTIONS = '{"advantage": "expected", "normalize_advantage": true, ' \
-    '"entropy_coef": 0.01, "lr": 0.003}'
+REFERENCE_EPISODES = 400
+"""Test episodes behind each reference line (random, popular): local and fast."""
+
+
+def _references(test_env: RecBatchEnv, seed: int) -> dict[str, float]:
+    """Return of the random and the popularity list on the test users, run locally on
+    the same environment: the lines the served policy is read against."""
+    from simulator_client.envs.sequential import baseline_for
+    from simulator_client.evaluation import evaluate
+
+    out = {}
+    for name in ("random", "popular"):
+        policy = baseline_for(name, test_env)
+        m = evaluate(test_env, policy, episodes=REFERENCE_EPISODES, seed=seed)
+        out[name] = float(m["return"])
+    return out
 
 
 def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], logs: list[Path],
@@ -102,6 +118,9 @@ def _demo(args: argparse.Namespace) -> int:
     train_env = make_env(args.env, "train", progress=True)
     test_env = make_env(args.env, "test", progress=True)
     ckpt = _ensure_checkpoint(args)
+    refs = _references(test_env, args.seed)
+    print("References on the test users (" + str(REFERENCE_EPISODES) + " local episodes): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in refs.items()))
 
     redis = EmbeddedRedis(args.out / "redis", port=free_port(), persistence=True).start()
     port = free_port()
@@ -116,9 +135,9 @@ def _demo(args: argparse.Namespace) -> int:
     api_key = secrets.token_hex(16)
     env = {"IALP_API_KEY": api_key}
     procs = [
+        # The learner's defaults are the online A2C settings (trainer.learners.ONLINE_A2C).
         spawn_ialp(["trainer", *common, "--scheme", args.scheme, "--state-dir",
-                    str(args.out / f"state-{ns}"), "--learner-options",
-                    ONLINE_LEARNER_OPTIONS], logs[0], env=env),
+                    str(args.out / f"state-{ns}")], logs[0], env=env),
         spawn_ialp(["serve", *common, "--port", str(port)], logs[1], env=env),
     ]
     url = f"http://127.0.0.1:{port}"
@@ -142,11 +161,13 @@ def _demo(args: argparse.Namespace) -> int:
 
         rows = asyncio.run(simulate(url, config, train_env=train_env, test_env=test_env,
                                     api_key=api_key, on_round=show))
-        write_outputs(rows, config, args.out)
+        write_outputs(rows, config, args.out,
+                      references={**refs, "pre-trained start": float(rows[0]["return"])})
         first, last = rows[0], rows[-1]
         print(f"\nReturn on test users: {first['return']:.2f} (round 0, version "
               f"{first['policy_version']}) → {last['return']:.2f} (round {last['round']}, "
-              f"version {last['policy_version']}, α = {last['alpha']:.2f}).")
+              f"version {last['policy_version']}, α = {last['alpha']:.2f}); random "
+              f"{refs['random']:.2f}, popular {refs['popular']:.2f}.")
         print(f"Wrote {args.out / 'simulate.json'} and {args.out / 'simulate.png'}.")
     except KeyboardInterrupt:
         print("\nStopping ...", file=sys.stderr)
