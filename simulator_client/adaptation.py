@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +125,13 @@ def theta_cache_path(env_name: str, seed: int, policy_config: PolicyConfig,
                      pretrain: dict[str, Any], item_features: ItemFeatures | None = None
                      ) -> Path:
     """Folder of the cached πθ for these settings (``.../policy`` is the checkpoint)."""
+    from trainer.pretrain import PretrainConfig
+
     ident_doc: dict[str, Any] = {"env": env_name, "seed": seed,
                                  "policy": policy_config.to_dict(), "pretrain": pretrain,
-                                 "judge": "embedding"}
+                                 "judge": "embedding",
+                                 # A change of Algorithm 1's defaults is a new θ.
+                                 "defaults": asdict(PretrainConfig())}
     if item_features is not None:
         ident_doc["items"] = hashlib.sha1(item_features.matrix.tobytes()
                                           + item_features.prior.tobytes()).hexdigest()
@@ -166,7 +170,8 @@ def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyC
     log.info("pre-training πθ on %s (seed %d) into %s", env_name, seed, out)
     learner = None
     if item_features is not None:
-        learner = make_learner("a2c", policy_config, seed=cfg.seed, **cfg.a2c,
+        learner = make_learner("a2c", policy_config, seed=cfg.seed,
+                               **cfg.learner_hyper(policy_config),
                                init=init_policy(policy_config, seed=cfg.seed,
                                                 item_features=item_features))
     try:

@@ -15,11 +15,14 @@ Each decision is one VW multi-line example:
 * quadratic interactions (default ``uf rf lf``) let the linear cost model score how an
   item's features fit the user and how close they are to what was just seen.
 
-Item vectors are ``env.item_vectors``: Coat's one-hot item features are used as they are;
-dense embeddings (LFM, Industry: 64 dimensions) are projected by PCA to ``project_dims``
-so the quadratic features stay cheap. Catalogues up to ``max_candidates`` items offer
-every item at every decision; larger ones offer a bounded candidate set (the most popular
-items, the nearest neighbours of the last history item, and uniform random fill).
+Item vectors are the operator's item features (``policy.item_features``: standardised
+log-popularity and co-occurrence embeddings counted on the *training* users' logs, the
+same features the learned methods get), never the simulators' user-model embeddings or
+``env.item_vectors``. Dense vectors wider than ``project_dims`` are projected by PCA; the
+log-popularity is also given alone (``|p``), so the linear model can learn a popularity
+bias. Catalogues up to ``max_candidates`` items offer every item at every decision; larger
+ones offer a bounded candidate set (the items most popular in the training logs, the
+nearest neighbours of the last history item in feature space, and uniform random fill).
 
 The cost VW minimises is ``−reward`` (plus ``leave_penalty`` when the user quit), logged
 with the probability of the chosen action in the explored distribution. Only the chosen
@@ -40,6 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from policy.item_features import ItemFeatures
 from policy.types import PAD
 from simulator_client.envs.base import RecBatchEnv
 from simulator_client.experiment import MethodContext, register_method
@@ -68,7 +72,7 @@ class VWBanditConfig:
     """Hash table size, ``-b`` (2^bits weights)."""
     interactions: tuple[str, ...] = ("uf", "rf", "lf")
     """Quadratic namespace pairs: u user id, r recent mean vector, l last item vector,
-    i item id, f item vector."""
+    i item id, f item vector, p item log-popularity."""
     recent: int = 10
     """History items averaged into the ``|r`` context."""
     project_dims: int = 16
@@ -105,10 +109,10 @@ class VWBanditConfig:
         if not (self.popular_share >= 0.0 and self.similar_share >= 0.0
                 and self.popular_share + self.similar_share <= 1.0):
             raise ValueError("popular_share and similar_share must be >= 0 and sum to <= 1")
-        valid = set("urlif")
+        valid = set("urlifp")
         for pair in self.interactions:
             if len(pair) != 2 or not set(pair) <= valid:
-                raise ValueError(f"interaction {pair!r} must be two of the namespaces 'urlif'")
+                raise ValueError(f"interaction {pair!r} must be two of the namespaces 'urlifp'")
 
     @classmethod
     def from_hyper(cls, hyper: dict[str, Any]) -> VWBanditConfig:
@@ -216,13 +220,23 @@ class VWBanditAgent:
         *,
         seed: int = 0,
         name: str = METHOD_NAME,
+        features: ItemFeatures | None = None,
     ) -> None:
         self.name = name
         self.config = config or VWBanditConfig()
         self.num_items = env.num_items
         self.seed = seed
         self._args = self.config.vw_args(seed)
-        self._feat = item_features(env.item_vectors, self.config.project_dims)
+        if features is None:
+            from simulator_client.item_features import ItemFeatureConfig, features_for
+
+            # The operator's features, from the training users' logs (cached).
+            features = features_for(env, ItemFeatureConfig())
+        if features.num_items != self.num_items:
+            raise ValueError(f"item features cover {features.num_items} items, the "
+                             f"environment {self.num_items}")
+        self._feat = item_features(features.matrix, self.config.project_dims)
+        self._pop = np.asarray(features.prior, dtype=np.float64)
         self._action_lines = [self._action_line(i) for i in range(self.num_items)]
         self._scorer = _Scorer(self._args, self._action_lines)
         self._rng = np.random.default_rng(np.random.SeedSequence([seed, 29]))
@@ -234,13 +248,8 @@ class VWBanditAgent:
         if self._bounded:
             n_pop = int(cfg.popular_share * cfg.max_candidates)
             n_sim = int(cfg.similar_share * cfg.max_candidates)
-            pop = env.item_popularity
-            order = (
-                np.argsort(-np.asarray(pop), kind="stable")
-                if pop is not None
-                else np.arange(self.num_items)
-            )
-            self._popular = order[:n_pop]
+            # Most popular in the training logs (the prior is monotone in the counts).
+            self._popular = np.argsort(-self._pop, kind="stable")[:n_pop]
             self._neighbours = (
                 nearest_neighbours(self._feat, n_sim)
                 if self._feat is not None and n_sim > 0
@@ -251,7 +260,7 @@ class VWBanditAgent:
 
     # -- features ------------------------------------------------------------------------
     def _action_line(self, item: int) -> str:
-        line = f"|i i{item}"
+        line = f"|i i{item} |p pop:{self._pop[item]:.5g}"
         if self._feat is not None:
             line += " " + _features("f", self._feat[item])
         return line
@@ -372,13 +381,14 @@ class VWBanditAgent:
 
 def make_vw_bandit_agent(ctx: MethodContext) -> VWBanditAgent:
     """Method factory for ``vw-bandit``: settings from ``ctx.hyper``; the experiment's
-    ``mask_history`` switch applies as it does to the learned methods."""
+    ``mask_history`` switch applies as it does to the learned methods. Its item features
+    are the experiment's (with ``--items id``: the default kinds, from the same logs)."""
     config = VWBanditConfig.from_hyper(ctx.hyper)
     if ctx.experiment.online.mask_history and not config.mask_history:
         from dataclasses import replace
 
         config = replace(config, mask_history=True)
-    return VWBanditAgent(ctx.train_env, config, seed=ctx.seed)
+    return VWBanditAgent(ctx.train_env, config, seed=ctx.seed, features=ctx.item_features)
 
 
 register_method(METHOD_NAME, make_vw_bandit_agent)

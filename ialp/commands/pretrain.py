@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Polyak rate of the A2C target network (0: none; default 0.01)")
     p.add_argument("--normalize-advantage", action="store_true",
                    help="standardise advantages per minibatch")
+    p.add_argument("--anchor", type=float, default=0.1,
+                   help="weight of KL(π₀ ‖ πθ) to the starting policy, which carries the "
+                        "training logs' popularity prior (default 0.1; 0 = Algorithm 1 as "
+                        "written)")
     p.add_argument("--hidden", type=int, default=64, help="encoder width (as ialp experiment)")
     p.add_argument("--blocks", type=int, default=2, help="self-attention blocks")
     p.add_argument("--max-len", type=int, default=20,
@@ -92,6 +96,10 @@ def _evaluate(env_name: str, policy: Any, config: Any, episodes: int, seed: int,
     test_env = make_env(env_name, "test", progress=progress)
     rows = []
     random_init = init_policy(config, seed=seed)
+    if policy.theta.items is not None and random_init.theta.items is not None:
+        # The same item features and prior as θ (the operator's; saved in the checkpoint).
+        random_init.theta.set_item_features(policy.theta.items.features,
+                                            policy.theta.items.prior)
     # Same acting rules (strategy, history masking) for both: only the weights differ.
     random_init.exploration = policy.exploration
     for name, pol in (("ialp", policy), ("a2c (random init)", random_init)):
@@ -133,8 +141,15 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from policy.catalogue import CATALOGUE_FILE, Catalogue
-    from simulator_client.experiment import ExperimentConfig, policy_config_for
+    from policy.checkpoint import init_policy
+    from simulator_client.experiment import (
+        ExperimentConfig,
+        item_feature_config,
+        policy_config_for,
+    )
+    from simulator_client.item_features import features_for
     from simulator_client.registry import make_env
+    from trainer.learners import make_learner
     from trainer.pretrain import PretrainConfig, StartState, pretrain_ialp, save_pretrain
 
     torch.manual_seed(args.seed)
@@ -162,10 +177,20 @@ def _run(args: argparse.Namespace) -> int:
         updates_per_step=args.updates_per_step, warmup=args.warmup, seed=args.seed,
         a2c={"lr": args.lr, "gamma": args.gamma, "target_tau": args.target_tau,
              "normalize_advantage": args.normalize_advantage},
+        anchor=args.anchor,
     )
+    learner = None
+    feat_cfg = item_feature_config(ExperimentConfig())
+    if policy_config.item_features > 0 and feat_cfg is not None:
+        # The operator's item features (training logs only), as `ialp experiment` uses.
+        learner = make_learner("a2c", policy_config, seed=args.seed,
+                               **config.learner_hyper(policy_config),
+                               init=init_policy(policy_config, seed=args.seed,
+                                                item_features=features_for(env, feat_cfg)))
     started = time.perf_counter()
     try:
-        result = pretrain_ialp(judge, starts, policy_config, config, progress=progress)
+        result = pretrain_ialp(judge, starts, policy_config, config, progress=progress,
+                               learner=learner)
     finally:
         judge.close()
     extra: dict[str, Any] = {"env": args.env, "judge_label": judge_label(args),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from policy.item_features import ItemFeatures
 from simulator_client.bandit_vw import (
     METHOD_NAME,
     VWBanditAgent,
@@ -55,6 +56,32 @@ def _env(num_items: int = 20, num_users: int = 6, dense: bool = False) -> RecBat
         item_vectors=vectors,
         item_popularity=np.arange(num_items)[::-1].copy(),
     )
+
+
+def _operator_features(env: RecBatchEnv) -> ItemFeatures:
+    """Toy operator features: the toy vectors, popularity decreasing with the item id."""
+    assert env.item_vectors is not None
+    return ItemFeatures(matrix=np.asarray(env.item_vectors, dtype=np.float32),
+                        prior=-np.arange(env.num_items, dtype=np.float32))
+
+
+class _Forbidden:
+    """Stands in for simulator internals: any use fails the test."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the VW peer read {self.what}.{name}")
+
+    def __array__(self, *args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError(f"the VW peer read {self.what}")
+
+    def __getitem__(self, key: object) -> object:
+        raise AssertionError(f"the VW peer read {self.what}[...]")
+
+    def __len__(self) -> int:
+        raise AssertionError(f"the VW peer read len({self.what})")
 
 
 def _train(agent: VWBanditAgent, env: RecBatchEnv, steps: int, seed: int) -> list[np.ndarray]:
@@ -128,12 +155,12 @@ def test_same_seed_same_actions_other_seed_differs() -> None:
 def test_bounded_candidate_set() -> None:
     env = _env(num_items=60, dense=True)
     cfg = VWBanditConfig(max_candidates=20, popular_share=0.25, similar_share=0.25)
-    agent = VWBanditAgent(env, cfg, seed=0)
+    agent = VWBanditAgent(env, cfg, seed=0, features=_operator_features(env))
     history = np.array([-1, -1, 3, 9, 11, 42])
     cand = agent.candidates(history, np.random.default_rng(0), mask=False)
     assert len(cand) == 20 and len(np.unique(cand)) == 20
     assert env.item_popularity is not None and env.item_vectors is not None
-    popular = np.argsort(-env.item_popularity, kind="stable")[:5]
+    popular = np.arange(5)  # the operator's prior: popularity falls with the id
     assert set(popular.tolist()) <= set(cand.tolist())
     feats = item_features(env.item_vectors, cfg.project_dims)
     assert feats is not None and feats.shape == (60, cfg.project_dims)
@@ -184,3 +211,39 @@ def test_runs_through_the_experiment_runner(tmp_path: Path) -> None:
     assert res["final"]["r_avg"] == pytest.approx(5.0)
     assert res["curve"][0]["r_avg"] < 2.0
     assert results["methods"][METHOD_NAME]["final"] == res["final"]
+
+
+def test_vw_path_never_reads_simulator_internals(tmp_path: Path) -> None:
+    """Through the experiment runner, the VW peer gets the operator's features (training
+    logs). The training environment it is built from raises if anything touches the
+    simulator's item vectors or popularity table. (The harness's own diversity and
+    novelty metrics read the test environment's, which the peer never gets.)"""
+    train, test = _env(num_items=60, dense=True), _env(num_items=60, dense=True)
+    train.item_vectors = _Forbidden("env.item_vectors")  # type: ignore[assignment]
+    train.item_popularity = _Forbidden("env.item_popularity")  # type: ignore[assignment]
+    config = ExperimentConfig(
+        steps=48, eval_every=48, eval_episodes=4, num_envs=4, seed=0,
+        hyper={METHOD_NAME: {"max_candidates": 20}},
+    )
+    results = run_experiment("tiny", train, test, [METHOD_NAME], config, progress=False)
+    assert results["methods"][METHOD_NAME]["train"]["updates"] == 48.0
+    # Built directly, without features, it computes them from the training logs too.
+    agent = VWBanditAgent(train, VWBanditConfig(max_candidates=20), seed=0)
+    history = np.array([-1, -1, 3, 9, 11, 42])
+    assert len(agent.candidates(history, np.random.default_rng(0), mask=True)) > 0
+
+
+def test_operator_features_drive_the_candidates_and_action_lines() -> None:
+    env = _env(num_items=60, dense=True)
+    feats = _operator_features(env)
+    prior = np.zeros(60, dtype=np.float32)
+    prior[[50, 51, 52, 53, 54]] = 5.0  # these are the training logs' most popular items
+    agent = VWBanditAgent(env, VWBanditConfig(max_candidates=20), seed=0,
+                          features=ItemFeatures(matrix=feats.matrix, prior=prior))
+    cand = agent.candidates(np.array([-1, -1, -1, -1, -1, 3]), np.random.default_rng(0),
+                            mask=False)
+    assert {50, 51, 52, 53, 54} <= set(cand.tolist())
+    assert "|p pop:5" in agent._action_line(50) and "|p pop:0" in agent._action_line(3)
+    with pytest.raises(ValueError, match="cover"):
+        VWBanditAgent(env, seed=0, features=ItemFeatures(matrix=feats.matrix[:10],
+                                                         prior=prior[:10]))

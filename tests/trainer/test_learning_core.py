@@ -122,3 +122,50 @@ def test_non_finite_loss_stops_with_a_clear_error() -> None:
         learner.update(_batch(16, [0, 1], [float("nan")]))  # type: ignore[arg-type]
     after = list(learner.net.parameters())  # type: ignore[attr-defined]
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def _kl_to_start(start: torch.Tensor, net: torch.nn.Module, hist: torch.Tensor) -> float:
+    net.eval()
+    with torch.no_grad():
+        now = torch.log_softmax(net.logits(hist), -1)  # type: ignore[operator]
+    p0 = start.exp()
+    return float((p0 * (start - now)).sum(-1).mean())
+
+
+def test_anchor_keeps_the_popularity_prior_under_a_contrary_signal() -> None:
+    """Rewarding only never-logged items pulls π away from the prior; the KL anchor to
+    the starting policy keeps most of it (the pre-training default with features)."""
+    feats = _features()
+    cfg = _config(feats.dim, prior_scale=3.0)
+    hist = torch.tensor([[1, 2], [12, 13]])
+    kls: dict[float, float] = {}
+    corr: dict[float, float] = {}
+    for anchor in (0.0, 1.0):
+        learner = make_learner("a2c", cfg, seed=0, anchor=anchor,
+                               init=init_policy(cfg, seed=0, item_features=feats))
+        net = learner.net  # type: ignore[attr-defined]
+        net.eval()
+        with torch.no_grad():
+            start = torch.log_softmax(net.logits(hist), -1)
+        for _ in range(60):
+            out = learner.update(_batch(32, [25, 26, 5], [1.0, 1.0, 0.0]))  # type: ignore[arg-type]
+        assert ("anchor_kl" in out) == (anchor > 0)
+        kls[anchor] = _kl_to_start(start, net, hist)
+        with torch.no_grad():
+            log_pi = torch.log_softmax(net.logits(hist), -1).numpy()
+        corr[anchor] = float(np.mean([np.corrcoef(row, feats.prior)[0, 1] for row in log_pi]))
+    assert kls[1.0] < 0.5 * kls[0.0], kls
+    assert corr[1.0] > corr[0.0] + 0.1, corr  # log π still follows the prior
+
+
+def test_pretraining_anchor_applies_only_with_a_prior() -> None:
+    from trainer.pretrain import PretrainConfig
+
+    cfg = PretrainConfig(anchor=0.3)
+    assert cfg.learner_hyper(_config(5, prior_scale=3.0))["anchor"] == 0.3
+    assert cfg.learner_hyper(_config(5, prior_scale=0.0))["anchor"] == 0.0
+    assert cfg.learner_hyper(_config(0))["anchor"] == 0.0
+    assert PretrainConfig(anchor=0.3, a2c={"anchor": 2.0}).learner_hyper(
+        _config(5, prior_scale=3.0))["anchor"] == 2.0
+    with pytest.raises(ValueError, match="anchor"):
+        PretrainConfig(anchor=-1.0)

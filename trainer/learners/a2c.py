@@ -77,12 +77,19 @@ class A2CConfig:
     that acted (its stored propensity); 0 = no weight (eq. 6 as written). Replayed actions
     the policy no longer takes then stop pushing their log-probability towards −∞, which
     otherwise makes the logits grow without bound at lr 3e-3."""
+    anchor: float = 0.0
+    """Weight of KL(π₀ ‖ π) added to the loss, π₀ the actor the learner started from
+    (frozen; renormalised over the same items when history is masked). Pre-training
+    (``trainer.pretrain``) uses it so the judge's preference becomes a correction of the
+    starting policy (the operator's popularity prior) instead of replacing it; 0 = off."""
 
     def __post_init__(self) -> None:
         if self.advantage not in ("td", "expected"):
             raise ValueError(f"advantage must be 'td' or 'expected', not {self.advantage!r}")
         if self.bootstrap not in ("max", "double"):
             raise ValueError(f"bootstrap must be 'max' or 'double', not {self.bootstrap!r}")
+        if self.anchor < 0:
+            raise ValueError(f"anchor must be >= 0, not {self.anchor}")
 
 
 ONLINE_A2C: dict[str, Any] = {
@@ -120,6 +127,11 @@ class A2CLearner(BaseLearner):
         if self.target is not None:
             self.target.eval()
             self.target.requires_grad_(False)
+        self.anchor_net = copy.deepcopy(self.net) if self.hyper.anchor > 0 else None
+        """Frozen copy of the starting network, π₀ of the ``anchor`` term."""
+        if self.anchor_net is not None:
+            self.anchor_net.eval()
+            self.anchor_net.requires_grad_(False)
         self.mask_history = False
         """Set by the driver when the acting policy never recommends history items: log π
         (and the bootstrap's choice of a') are then restricted to the same items, so the
@@ -204,6 +216,11 @@ class A2CLearner(BaseLearner):
             actor_loss = -(log_pa * adv).mean()
         entropy = -(log_pi.exp() * log_pi).sum(dim=1).mean()
         total = actor_loss + critic_loss - self.hyper.entropy_coef * entropy
+        extra: dict[str, torch.Tensor] = {}
+        if self.anchor_net is not None:
+            kl = self._anchor_kl(batch, log_pi, mask)
+            total = total + self.hyper.anchor * kl
+            extra["anchor_kl"] = kl
         return {
             "loss": total,
             "actor_loss": actor_loss,
@@ -212,7 +229,21 @@ class A2CLearner(BaseLearner):
             "target_mean": y.mean(),
             "advantage_mean": adv.mean(),
             "entropy": entropy,
+            **extra,
         }
+
+    def _anchor_kl(self, batch: TransitionBatch, log_pi: torch.Tensor,
+                   mask: torch.Tensor | None) -> torch.Tensor:
+        """Mean KL(π₀(·|s) ‖ π(·|s)) over the batch, π₀ the frozen starting actor."""
+        assert self.anchor_net is not None
+        with torch.no_grad():
+            logits0 = self.anchor_net.actor(self.anchor_net.encode(batch.histories,
+                                                                   batch.user_ids))
+            if mask is not None:
+                logits0 = logits0.masked_fill(mask, -1e9)
+            log_p0 = F.log_softmax(logits0, dim=-1)
+            p0 = log_p0.exp()
+        return (p0 * (log_p0 - log_pi)).sum(dim=1).mean()
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         """One step on L = L_A + L_Q; then the target network moves by ``target_tau``."""
