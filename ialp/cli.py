@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "ialp.commands.experiment",
     "ialp.commands.llm",
     "ialp.commands.pretrain",
+    "ialp.commands.ope",
 ]
 
 
