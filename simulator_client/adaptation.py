@@ -2,7 +2,9 @@
 
 Methods registered with :func:`simulator_client.experiment.register_method`:
 
-* ``ialp``: the pre-trained πθ, frozen (no updates): section 5.2's "iALP" baseline.
+* ``ialp``: the pre-trained πθ, frozen (no updates), evaluated greedily ("without further
+  exploration"): section 5.2's "iALP" baseline; ``ialp-sampled``: the same πθ evaluated
+  with its sampling (the experiment's ``eval_explore``).
 * ``ialp-ft`` (alias ``ft``): A-iALP_ft, learner ``ft`` started from πθ.
 * ``ialp-ap`` (alias ``ap``): A-iALP_ap, learner ``ap`` (θ frozen, β learned, α annealed)
   with the learner's default β start; ``ialp-ap-copy`` and ``ialp-ap-random`` force
@@ -83,12 +85,17 @@ class ExploringAgent(LearnerAgent):
 
 
 class FrozenAgent:
-    """Acts with a fixed policy and never learns (the iALP row of Tables 3 and 5)."""
+    """Acts with a fixed policy and never learns (the iALP row of Tables 3 and 5).
 
-    def __init__(self, name: str, policy: MixedPolicy, config: OnlineConfig) -> None:
+    ``greedy``: evaluate with the likeliest item ("without further exploration", §5.2);
+    otherwise as the experiment says (``eval_explore``: sampled by default)."""
+
+    def __init__(self, name: str, policy: MixedPolicy, config: OnlineConfig, *,
+                 greedy: bool = False) -> None:
         self.name = name
         self.policy = policy
         self.config = config
+        self.greedy = greedy
         self.updates = 0
         if config.mask_history:
             policy.exploration = replace(policy.exploration, mask_history=True)
@@ -108,8 +115,8 @@ class FrozenAgent:
         return self.policy
 
     def evaluator(self) -> EvalActor:
-        """Acts as in deployment (``eval_explore``) with the fixed policy."""
-        explore = self.config.eval_explore
+        """Acts as in deployment (``eval_explore``, or greedily) with the fixed policy."""
+        explore = self.config.eval_explore and not self.greedy
 
         def act(
             histories: np.ndarray, user_ids: np.ndarray, rng: np.random.Generator
@@ -236,7 +243,7 @@ def _exploration(special: dict[str, Any]) -> ExplorationConfig | None:
 
 # -- factories --------------------------------------------------------------------------
 def _ialp_factory(base: str, learner: str | None, forced: dict[str, Any] | None = None,
-                  strategy: str | None = None) -> Any:
+                  strategy: str | None = None, greedy: bool = False) -> Any:
     def factory(ctx: MethodContext) -> Agent:
         special, hyper = _settings(ctx, base)
         if strategy is not None:
@@ -244,7 +251,7 @@ def _ialp_factory(base: str, learner: str | None, forced: dict[str, Any] | None 
         theta = load_theta(ctx, special)
         how = _exploration(special)
         if learner is None:
-            agent = FrozenAgent(ctx.name, theta, ctx.experiment.online)
+            agent = FrozenAgent(ctx.name, theta, ctx.experiment.online, greedy=greedy)
             if how is not None:
                 agent.policy.exploration = replace(agent.policy.exploration,
                                                    strategy=how.strategy, epsilon=how.epsilon)
@@ -281,7 +288,9 @@ IALP_METHODS: dict[str, tuple[str, str | None, dict[str, Any] | None]] = {
 """Method name → (base name whose hyper it shares, learner or None = frozen, forced hyper)."""
 
 for _name, (_base, _learner, _forced) in IALP_METHODS.items():
-    register_method(_name, _ialp_factory(_base, _learner, _forced))
+    register_method(_name, _ialp_factory(_base, _learner, _forced, greedy=_name == "ialp"))
+# Frozen πθ acting as in training (categorical sampling), reported beside greedy iALP.
+register_method("ialp-sampled", _ialp_factory("ialp", None, None))
 for _strategy in STRATEGIES:
     register_method(f"a2c+{_strategy}", _a2c_factory(_strategy))
     for _name in ("ialp", "ialp-ft", "ialp-ap"):

@@ -373,4 +373,5 @@ def plot_curves(results: dict[str, Any], path: str | Path) -> None:
 # Methods defined in their own modules register themselves when imported.
 import simulator_client.adaptation  # noqa: E402  (ialp, ialp-ft, ialp-ap, ...)
 import simulator_client.bandit_vw  # noqa: E402  (vw-bandit)
-import simulator_client.llm_online  # noqa: E402, F401  (llm-online)
+import simulator_client.llm_online  # noqa: E402  (llm-online)
+import simulator_client.supervised  # noqa: E402, F401  (sasrec)

@@ -182,26 +182,33 @@ def test_tiny_paper_suite_writes_the_tables(tmp_path: Path) -> None:
     tiny_pretrain = {"epochs": 1, "horizon": 2, "users": 16, "warmup": 8, "num_parallel": 16}
     cfg = SuiteConfig(
         envs=("coat",), seeds=(0, 1), quick=True,
-        methods=("a2c", "ialp", "ialp-ft", "ialp-ap", "not-registered"),
+        methods=("random", "popular", "sasrec", "vw-bandit", "a2c", "ialp", "ialp-sampled",
+                 "ialp-ft", "ialp-ap", "not-registered"),
         explore_methods=("a2c", "ialp-ap"),
         experiment={"steps": 48, "eval_every": 24, "eval_episodes": 3, "num_envs": 8,
                     "hidden": 8, "max_len": 8,
                     "online": {"warmup": 16, "batch_size": 8},
                     "hyper": {"ialp": {"pretrain": tiny_pretrain},
-                              "ialp-ap": {"alpha_steps": 2}}},
+                              "ialp-ap": {"alpha_steps": 2}, "sasrec": {"epochs": 1}}},
         command="ialp experiment --suite paper (test)",
     )
     summary = run_suite(cfg, tmp_path / "out", progress=False, docs_dir=tmp_path / "docs")
     res = summary["results"]["coat"]
-    assert set(res) == {"a2c", "ialp", "ialp-ft", "ialp-ap"}  # unregistered ones skipped
+    assert set(res) == {"random", "popular", "sasrec", "vw-bandit", "a2c", "ialp",
+                        "ialp-sampled", "ialp-ft", "ialp-ap"}  # unregistered ones skipped
     for agg in res.values():
         assert agg["seeds"] == 2 and len(agg["curve"]) == 3  # steps 0, 24 and 48
         for point in ("at0", "at1", "final"):
             assert agg[point]["return"]["mean"] > 0
-    # Every iALP method starts from the same πθ, and the frozen one never changes.
-    starts = {res[m]["at0"]["return"]["mean"] for m in ("ialp", "ialp-ft", "ialp-ap")}
+    # Every iALP method starts from the same πθ (sampled), the frozen ones never change,
+    # and frozen iALP is evaluated greedily.
+    starts = {res[m]["at0"]["return"]["mean"] for m in ("ialp-sampled", "ialp-ft", "ialp-ap")}
     assert len(starts) == 1
-    assert res["ialp"]["final"]["return"]["mean"] == res["ialp"]["at0"]["return"]["mean"]
+    for frozen in ("ialp", "ialp-sampled", "popular", "sasrec"):
+        assert res[frozen]["final"]["return"]["mean"] == res[frozen]["at0"]["return"]["mean"]
+    assert res["ialp"]["at0"]["return"]["mean"] != res["ialp-sampled"]["at0"]["return"]["mean"]
+    checks = summary["checks"]["coat"]
+    assert {"ap_over_popular", "ap_at_least_vw", "a2c_over_random", "r0_ratio"} <= set(checks)
     assert set(summary["explore"]["coat"]) == {f"{m}+{s}" for m in ("a2c", "ialp-ap")
                                                for s in ("greedy", "epsilon", "categorical")}
     assert "coat" in summary["checks"]
@@ -210,7 +217,9 @@ def test_tiny_paper_suite_writes_the_tables(tmp_path: Path) -> None:
     assert (out / "curves-coat.png").stat().st_size > 0
     assert (out / "explore-coat.png").stat().st_size > 0
     text = (tmp_path / "docs" / "results.md").read_text()
-    for heading in ("Table 3", "Table 4", "Table 5", "Acceptance check"):
+    for heading in ("Table 3", "Table 4", "Table 5", "Acceptance check",
+                    "against the peers"):
         assert heading in text
+    assert "| SASRec next-item (supervised) |" in text and "| popular (training logs) |" in text
     assert "| A-iALP_ap |" in text
     assert (tmp_path / "docs" / "img" / "results-curves-coat.png").exists()
