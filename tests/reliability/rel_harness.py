@@ -234,7 +234,7 @@ def learned_counts(r: redis.Redis, keys: RedisKeys, accepted: list[str]) -> dict
     return {"events_learned": stats.get("events_learned", 0),
             "learned_markers": markers,
             "redeliveries_deduplicated": stats.get("duplicates", 0),
-            "buffer": int(r.llen(keys.trainer_buffer)), "pending": pending,
+            "buffer": int(r.zcard(keys.trainer_buffer)), "pending": pending,
             "stream_length": int(r.xlen(keys.stream)) if r.exists(keys.stream) else 0,
             "dead_lettered": stats.get("dead_lettered", 0)}
 
