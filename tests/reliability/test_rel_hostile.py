@@ -54,7 +54,7 @@ def _run(tmp_path: Path, redis_server: EmbeddedRedis, n: int, api_env: dict[str,
 @pytest.mark.slow
 def test_default_bounds_refuse_hostile_rewards_at_the_edge(
         tmp_path: Path, redis_server: EmbeddedRedis) -> None:
-    honest, hostile, statuses, audit, r, keys = _run(tmp_path, redis_server, 400, {})
+    honest, hostile, statuses, audit, _r, _keys = _run(tmp_path, redis_server, 400, {})
     assert statuses == {202: 396, 422: 4}
     assert hostile == []
     learned, _ = learned_counts(audit)
