@@ -96,9 +96,18 @@ def test_compose_config_when_available() -> None:
         probe = subprocess.run([*candidate, "version"], capture_output=True, check=False)
         if probe.returncode != 0:
             continue
-        res = subprocess.run([*candidate, "-f", str(ROOT / "docker-compose.yml"), "config",
-                              "-q"], capture_output=True, text=True, check=False)
+        import os
+
+        cmd = [*candidate, "-f", str(ROOT / "docker-compose.yml"), "config"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IALP_")}
+        # Keys come from the environment: without one compose refuses, naming it ...
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        assert res.returncode != 0 and "IALP_API_KEY" in res.stderr, res.stderr
+        # ... and with one every service that talks to the API carries it.
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                             env={**env, "IALP_API_KEY": "k-from-env-7f3a"})
         assert res.returncode == 0, res.stderr
+        assert res.stdout.count("IALP_API_KEY: k-from-env-7f3a") >= 3, res.stdout
         return
     pytest.skip("no docker-compose binary on this machine; the YAML checks above still ran")
 
