@@ -71,7 +71,10 @@ class TrainerSettings(BaseSettings):
                            "policy used when no checkpoint exists.")
     max_len: int = Field(default=50, ge=1, description="History window of that policy.")
     seed: int = Field(default=0, description="Seed of initialisation and learning.")
-    method: str = Field(default="a2c", description="Learner passed to make_learner().")
+    method: str | None = Field(
+        default=None, description="Learner passed to make_learner(); unset: the scheme's "
+        "own (ap: the eq. 15 learner, ft: the fine-tune learner), the same classes the "
+        "in-process experiments use. Any other registered learner must publish the scheme.")
     scheme: Literal["ap", "ft"] = Field(
         default="ap", description="ap: learn β beside frozen θ, anneal α; ft: fine-tune θ.")
     beta_init: Literal["copy", "random"] = Field(
@@ -245,7 +248,6 @@ class TrainerService:
         self.metrics = metrics or TrainerMetrics()
         self.state = TrainerState()
         self.buffer: list[Transition] = []
-        self.theta: MixedPolicy | None = None  # frozen θ of scheme ap
         self.learner: Any = None
         self.policy: MixedPolicy | None = None  # last published
         self.num_items = 0
@@ -268,84 +270,47 @@ class TrainerService:
 
     # -- set-up ------------------------------------------------------------------------
     @property
-    def learner_owns_scheme(self) -> bool:
-        """Whether the learner implements the scheme itself (method "ap" or "ft"), so its
-        snapshot (β, θ and α) is published as is."""
-        return self.settings.method in ("ap", "ft")
-
-    def _schedule_alpha(self, updates: int) -> float:
-        if self.settings.scheme != "ap":
-            return 0.0
-        from policy.schedules import AlphaSchedule
-
-        s = self.settings
-        return float(AlphaSchedule(kind=s.alpha_schedule, start=s.alpha_start,
-                                   steps=s.alpha_steps)(updates))
+    def method(self) -> str:
+        """The learner's registry name: ``method`` when set, else the scheme's."""
+        return self.settings.method or self.settings.scheme
 
     def _build_learner(self, policy: MixedPolicy) -> None:
-        """Learner and frozen θ from a served policy (any scheme)."""
-        from policy.checkpoint import init_policy
-        from policy.mixed import MixedPolicy
+        """The scheme's learner from a served policy (any scheme).
+
+        One implementation for every driver: the learner registered for the scheme (the
+        same class ``ialp experiment`` trains) owns θ, β, the mixing and α; the trainer
+        only feeds it batches and publishes its snapshot."""
         from trainer.learners import make_learner
 
         s = self.settings
         opts = dict(s.learner_options)
-        if self.learner_owns_scheme:
-            # An A-iALP learner (registered as "ap"/"ft") mixes and anneals by itself; the
-            # trainer's α and β settings reach it unless learner_options set them.
-            self.theta = None
-            init = policy
-            if s.method == "ap":
-                opts.setdefault("alpha_schedule", s.alpha_schedule)
-                opts.setdefault("alpha_start", s.alpha_start)
-                opts.setdefault("alpha_steps", s.alpha_steps)
-                opts.setdefault("beta_init", s.beta_init)
-        elif s.scheme == "ap":
-            if policy.scheme == "ap" and policy.beta is not None:
-                theta_net, beta_net = policy.theta, policy.beta
-            else:
-                theta_net = policy.theta
-                if s.beta_init == "copy":
-                    import copy
-
-                    beta_net = copy.deepcopy(policy.theta)
-                else:
-                    beta_net = init_policy(policy.config, seed=s.seed + 1).theta
-            self.theta = MixedPolicy(theta_net, scheme="none", version=policy.version)
-            init = MixedPolicy(beta_net, scheme="none", version=policy.version)
-        else:
-            self.theta = None
-            init = policy
-        self.learner = make_learner(s.method, policy.config, seed=s.seed, init=init, **opts)
+        if self.method == "ap":
+            # The trainer's α and β settings reach the learner unless learner_options set them.
+            opts.setdefault("alpha_schedule", s.alpha_schedule)
+            opts.setdefault("alpha_start", s.alpha_start)
+            opts.setdefault("alpha_steps", s.alpha_steps)
+            opts.setdefault("beta_init", s.beta_init)
+        self.learner = make_learner(self.method, policy.config, seed=s.seed, init=policy, **opts)
+        published = self.learner.snapshot().scheme
+        if published != s.scheme:
+            raise ValueError(
+                f"learner {self.method!r} publishes scheme {published!r}, not {s.scheme!r}: "
+                f"leave --method unset to use the scheme's learner")
         self.num_items = policy.num_items
         self.max_len = policy.config.max_len
 
     def _compose(self, version: int, parent: int | None) -> MixedPolicy:
         """The policy to publish after ``self.state.updates`` updates."""
         from policy.checkpoint import now_iso
-        from policy.mixed import MixedPolicy
 
-        snap = self.learner.snapshot()
-        alpha = self._schedule_alpha(self.state.anneal_step)
-        if self.learner_owns_scheme:
-            policy = snap
-            policy.version = version
-        elif self.settings.scheme == "ap" and snap.scheme != "ap":
-            assert self.theta is not None
-            policy = MixedPolicy(self.theta.theta, snap.theta, alpha=alpha, scheme="ap",
-                                 version=version, head=snap.head,
-                                 q_temperature=snap.q_temperature,
-                                 exploration=snap.exploration)
-        else:
-            policy = snap
-            policy.version = version
-            if policy.scheme == "ap":
-                policy.alpha = alpha
+        policy = self.learner.snapshot()
+        snap = policy
+        policy.version = version
         policy.metadata = {
             **{k: v for k, v in snap.metadata.items() if isinstance(v, str | int | float)},
             "parent_version": parent, "updates": self.state.updates,
             "events_learned": self.state.events_learned, "created_at": now_iso(),
-            "method": self.settings.method, "alpha_step": self.state.anneal_step,
+            "method": self.method, "alpha_step": self.state.anneal_step,
         }
         return policy
 
@@ -412,7 +377,7 @@ class TrainerService:
             await self._publish(parent=current)
         self.metrics.buffer.set(len(self.buffer))
         self.metrics.version.set(self.state.version)
-        self.metrics.alpha.set(self._schedule_alpha(self.state.anneal_step))
+        self.metrics.alpha.set(float(getattr(self.learner, "alpha", 0.0)))
 
     # -- the loop ------------------------------------------------------------------------
     def _valid(self, t: Transition) -> str | None:
@@ -617,7 +582,7 @@ class TrainerService:
     def _sync_alpha_step(self) -> None:
         """An ``ap`` learner anneals its own α: keep its step on the trainer's, which the
         reward guardrail may pull back."""
-        if self.learner_owns_scheme and hasattr(self.learner, "alpha_step"):
+        if hasattr(self.learner, "alpha_step"):
             self.learner.alpha_step = self.state.anneal_step
 
     def _apply_guardrail(self) -> None:

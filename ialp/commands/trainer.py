@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="initial policy checkpoint (θ)")
     p.add_argument("--state-dir", help="where the trainer checkpoints (resume point)")
     p.add_argument("--num-items", type=int, help="catalogue size without a checkpoint")
-    p.add_argument("--method", help="learner for make_learner (default a2c)")
+    p.add_argument("--method", help="learner for make_learner (default: the scheme's own, ap or ft)")
     p.add_argument("--scheme", choices=["ap", "ft"])
     p.add_argument("--beta-init", choices=["copy", "random"])
     p.add_argument("--learner-options", type=json.loads,

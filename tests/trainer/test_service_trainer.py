@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from policy.types import Transition
-from trainer.bus import RedisStreamBus, transition_to_json
+from trainer.bus import InMemoryBus, RedisStreamBus, transition_to_json
 from trainer.keys import RedisKeys
 from trainer.publication import PolicyRegistry
 from trainer.service import TrainerService, TrainerSettings, TrainerState
@@ -179,7 +179,57 @@ async def test_ft_scheme_fine_tunes_theta_with_alpha_zero(
         await trainer.bus.publish(_t(i))
     await _drain(trainer)
     latest = await trainer.registry.load(2)
-    assert latest.scheme == "none" and latest.alpha == 0.0 and latest.beta is None
+    assert latest.scheme == "ft" and latest.alpha == 0.0 and latest.beta is None
+    assert type(trainer.learner).__name__ == "FTLearner"
+
+
+async def test_a_method_that_does_not_implement_the_scheme_is_refused(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    """One A-iALP implementation: a plain A2C cannot stand in for scheme ap."""
+    trainer = _trainer(client, _settings(tmp_path, redis_namespace, method="a2c"))
+    with pytest.raises(ValueError, match="publishes scheme 'none', not 'ap'"):
+        await trainer.setup()
+
+
+async def test_live_trainer_and_in_process_learner_reach_the_same_parameters(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    """The trainer process's ap learner is the experiments' ap learner: fed the same
+    transitions in the same batches from the same θ and seed, both end with identical
+    parameters (θ, β) and α."""
+    import torch
+
+    from policy.checkpoint import init_policy, save_checkpoint
+    from policy.config import PolicyConfig
+    from trainer.batch import TransitionBatch
+    from trainer.learners import make_learner
+    from trainer.learners.adaptive import APLearner
+
+    theta = init_policy(PolicyConfig(num_items=N_ITEMS, max_len=8), seed=3)
+    ckpt = save_checkpoint(theta, tmp_path / "theta")
+    settings = _settings(tmp_path, redis_namespace, checkpoint=ckpt, alpha_steps=4)
+    trainer = _trainer(client, settings)
+    await trainer.setup()
+    torch.manual_seed(11)  # dropout draws come from the global generator: same start
+    events = [_t(i) for i in range(24)]
+    for t in events:
+        await trainer.bus.publish(t)
+    await _drain(trainer)
+    assert isinstance(trainer.learner, APLearner) and trainer.state.updates == 3
+
+    reference = make_learner("ap", theta.config, seed=settings.seed, init=theta,
+                             alpha_schedule=settings.alpha_schedule,
+                             alpha_start=settings.alpha_start,
+                             alpha_steps=settings.alpha_steps,
+                             beta_init=settings.beta_init, **settings.learner_options)
+    torch.manual_seed(11)
+    for i in range(0, 24, settings.update_every):
+        reference.update(TransitionBatch.from_transitions(events[i:i + 8], theta.config.max_len))
+    live, ref = trainer.learner.snapshot(), reference.snapshot()
+    assert live.alpha == ref.alpha == 0.75
+    for net in ("theta", "beta"):
+        a, b = getattr(live, net).state_dict(), getattr(ref, net).state_dict()
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), net
 
 
 async def test_alpha_anneals_from_zero_after_offline_pretraining(
@@ -224,3 +274,18 @@ async def test_ap_learner_follows_the_trainers_alpha_settings(
     trainer.state.alpha_step = 1
     trainer._sync_alpha_step()
     assert trainer.learner.alpha_step == 1  # type: ignore[attr-defined]
+
+
+def test_demo_trainer_and_suite_use_one_learner_class_per_scheme(tmp_path: Path) -> None:
+    """``ialp demo`` / compose start ``ialp trainer`` with a scheme and no method; the
+    suite's A-iALP methods name a learner: both resolve to the same registered class."""
+    from simulator_client.adaptation import IALP_METHODS
+    from trainer.learners import learner_class
+
+    for scheme, suite_method in (("ap", "ialp-ap"), ("ft", "ialp-ft")):
+        trainer = TrainerService(
+            _settings(tmp_path, "unused", scheme=scheme), InMemoryBus(),
+            PolicyRegistry(None, RedisKeys("unused")))
+        suite_learner = IALP_METHODS[suite_method][1]
+        assert suite_learner is not None
+        assert learner_class(trainer.method) is learner_class(suite_learner)

@@ -37,6 +37,7 @@ __all__ = [
     "PGConfig",
     "PGLearner",
     "available_learners",
+    "learner_class",
     "make_learner",
     "register_learner",
 ]
@@ -45,11 +46,24 @@ LearnerFactory = Callable[..., Learner]
 """``factory(config, *, seed, init, **hyper) -> Learner``."""
 
 _REGISTRY: dict[str, LearnerFactory] = {}
+_CLASSES: dict[str, type] = {}
 
 
-def register_learner(name: str, factory: LearnerFactory) -> None:
-    """Make ``name`` available to :func:`make_learner` (later schemes plug in here)."""
+def register_learner(name: str, factory: LearnerFactory, cls: type | None = None) -> None:
+    """Make ``name`` available to :func:`make_learner` (later schemes plug in here);
+    ``cls``: the class the factory builds, when known (:func:`learner_class`)."""
     _REGISTRY[name] = factory
+    if cls is not None:
+        _CLASSES[name] = cls
+
+
+def learner_class(name: str) -> type:
+    """The class :func:`make_learner` builds for ``name`` (so every driver can be checked
+    to run the same implementation)."""
+    if name not in _CLASSES:
+        raise KeyError(f"no learner class recorded for {name!r}; known: "
+                       f"{', '.join(sorted(_CLASSES))}")
+    return _CLASSES[name]
 
 
 def available_learners() -> list[str]:
@@ -73,12 +87,12 @@ def _simple(cls: type[BaseLearner], hyper_cls: type) -> LearnerFactory:
     return factory
 
 
-register_learner("a2c", _simple(A2CLearner, A2CConfig))
-register_learner("dqn", _simple(DQNLearner, DQNConfig))
-register_learner("pg", _simple(PGLearner, PGConfig))
+register_learner("a2c", _simple(A2CLearner, A2CConfig), A2CLearner)
+register_learner("dqn", _simple(DQNLearner, DQNConfig), DQNLearner)
+register_learner("pg", _simple(PGLearner, PGConfig), PGLearner)
 # A-iALP (Algorithm 2): both need init=<pre-trained πθ>.
-register_learner("ft", _simple(FTLearner, FTConfig))
-register_learner("ap", _simple(APLearner, APConfig))
+register_learner("ft", _simple(FTLearner, FTConfig), FTLearner)
+register_learner("ap", _simple(APLearner, APConfig), APLearner)
 
 
 def make_learner(
