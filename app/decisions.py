@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy.types import Transition
-from trainer.keys import RedisKeys
+from trainer.transport.keys import RedisKeys
 
 
 @dataclass(frozen=True)

@@ -42,13 +42,13 @@ from app.schemas import (
     RollbackRequest,
 )
 from app.settings import ServiceSettings
-from trainer.bus import RedisStreamBus
-from trainer.keys import RedisKeys
-from trainer.publication import PolicyRegistry, VersionNotFoundError, nonfinite_parameters
+from trainer.transport.bus import RedisStreamBus
+from trainer.transport.keys import RedisKeys
+from trainer.transport.publication import PolicyRegistry, VersionNotFoundError, nonfinite_parameters
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
-    from trainer.redis_server import EmbeddedRedis
+    from trainer.transport.redis_server import EmbeddedRedis
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def _make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Any:
         if settings.redis_url is not None:
             url = settings.redis_url
         else:
-            from trainer.redis_server import ensure_embedded_redis
+            from trainer.transport.redis_server import ensure_embedded_redis
 
             url, embedded = await asyncio.to_thread(
                 ensure_embedded_redis, settings.embedded_redis_dir,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from trainer.publication import PolicyRegistry, VersionNotFoundError, nonfinite_parameters
+from trainer.transport.publication import PolicyRegistry, VersionNotFoundError, nonfinite_parameters
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy

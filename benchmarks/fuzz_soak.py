@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from ialp.procs import spawn_ialp, stop_all  # noqa: E402
 from tests.reliability.rel_fuzz import fuzz  # noqa: E402
-from trainer.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 
 def _rss_kib(pid: int) -> int:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from ialp.procs import spawn_ialp, stop_all  # noqa: E402
 from policy.types import PAD  # noqa: E402
 from simulator_client.loadtest import LoadConfig, run_loadtest  # noqa: E402
-from trainer.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 CATALOGUES = {"coat": 300, "industry": 4385, "lfm": 4606, "synthetic-100k": 100_000}
 RATES = [25, 50, 100, 200, 400, 800]

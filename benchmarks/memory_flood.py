@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ialp.procs import spawn_ialp, stop_all  # noqa: E402
-from trainer.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 
 async def _flood(url: str, stop_at: float, concurrency: int, num_items: int,

@@ -33,7 +33,7 @@ from tests.reliability.rel_harness import (  # noqa: E402
     replica_kill,
     trainer_kill,
 )
-from trainer.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 
 def _fuzz(redis_url: str, examples: int) -> dict[str, Any]:

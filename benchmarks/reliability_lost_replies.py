@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.reliability.lost_replies import TARGETS, faults_for, run_scenario  # noqa: E402
 from tests.reliability.redis_proxy import ACTIONS  # noqa: E402
-from trainer.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 
 def main() -> int:

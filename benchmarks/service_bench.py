@@ -37,7 +37,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 BENCH_KEY = "service-bench-key"
 """API key of the benchmarked service (feedback needs one)."""
@@ -207,8 +207,8 @@ async def _trainer_commit_rate(redis_url: str, ns: str) -> dict[str, Any]:
     """Read + atomic commit of everything on the stream (no learner updates)."""
     import redis.asyncio as aioredis
 
-    from trainer.bus import RedisStreamBus
-    from trainer.keys import RedisKeys
+    from trainer.transport.bus import RedisStreamBus
+    from trainer.transport.keys import RedisKeys
 
     client = aioredis.Redis.from_url(redis_url)
     bus = RedisStreamBus(client, RedisKeys(ns), consumer="bench")

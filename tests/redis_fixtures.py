@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.redis_server import EmbeddedRedis, free_port
+from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import yaml
 
 from app.settings import ServiceSettings
 from ialp.cli import build_parser
-from trainer.service import TrainerSettings
+from trainer.online import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 IALP_SERVICES = ("pretrain", "api", "trainer", "simulator")

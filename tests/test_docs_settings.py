@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.settings import ServiceSettings
-from trainer.service import TrainerSettings
+from trainer.online import TrainerSettings
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "service.md"
 

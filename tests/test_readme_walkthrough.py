@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.redis_server import free_port
+from trainer.transport.redis_server import free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -64,7 +64,7 @@ def _fail(msg: str) -> int:
 def _client(args: argparse.Namespace) -> tuple[Any, Any]:
     import redis
 
-    from trainer.keys import RedisKeys
+    from trainer.transport.keys import RedisKeys
 
     url = args.redis_url or os.environ.get("IALP_REDIS_URL")
     if not url:

@@ -1,7 +1,7 @@
 """``ialp trainer``: the online trainer reading feedback from Redis.
 
 Every flag has an ``IALP_*`` environment variable (see
-``trainer.service.TrainerSettings``); a flag given on the command line wins.
+``trainer.online.TrainerSettings``); a flag given on the command line wins.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="initial policy checkpoint (θ)")
     p.add_argument("--state-dir", help="where the trainer checkpoints (resume point)")
     p.add_argument("--num-items", type=int, help="catalogue size without a checkpoint")
-    p.add_argument("--method", help="learner for make_learner (default: the scheme's own, ap or ft)")
+    p.add_argument("--method",
+                   help="learner for make_learner (default: the scheme's own, ap or ft)")
     p.add_argument("--scheme", choices=["ap", "ft"])
     p.add_argument("--beta-init", choices=["copy", "random"])
     p.add_argument("--learner-options", type=json.loads,
@@ -47,7 +48,7 @@ _FIELDS = ("redis_url", "namespace", "checkpoint", "state_dir", "num_items", "me
 def _trainer(args: argparse.Namespace) -> int:
     import asyncio
 
-    from trainer.service import TrainerSettings, run_trainer
+    from trainer.online import TrainerSettings, run_trainer
 
     overrides: dict[str, Any] = {f: getattr(args, f) for f in _FIELDS
                                  if getattr(args, f) is not None}

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import ServiceSettings
-from trainer.redis_server import EmbeddedRedis, free_port
+from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 
 class ThreadedServer:

@@ -19,9 +19,9 @@ from app.settings import ServiceSettings
 from policy.checkpoint import init_policy, policy_to_bytes
 from policy.config import PolicyConfig
 from policy.mixed import MixedPolicy
-from trainer.bus import transition_from_json
-from trainer.keys import RedisKeys
-from trainer.publication import PolicyRegistry
+from trainer.transport.bus import transition_from_json
+from trainer.transport.keys import RedisKeys
+from trainer.transport.publication import PolicyRegistry
 
 from .conftest import ThreadedServer, make_settings
 

@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from ialp.procs import spawn_ialp, stop_all
-from trainer.keys import RedisKeys
-from trainer.redis_server import EmbeddedRedis, free_port
+from trainer.transport.keys import RedisKeys
+from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 N_ITEMS = 20

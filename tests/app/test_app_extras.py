@@ -10,9 +10,9 @@ import httpx
 import redis
 
 from app.settings import ServiceSettings
-from trainer.bus import transition_from_json
-from trainer.keys import RedisKeys
-from trainer.redis_server import ensure_embedded_redis, free_port, ping
+from trainer.transport.bus import transition_from_json
+from trainer.transport.keys import RedisKeys
+from trainer.transport.redis_server import ensure_embedded_redis, free_port, ping
 
 from .conftest import AUTH, ThreadedServer, make_settings
 

@@ -17,8 +17,8 @@ from app.settings import ServiceSettings
 from policy.catalogue import CATALOGUE_FILE, Catalogue, CatalogueError
 from policy.checkpoint import init_policy, save_checkpoint
 from policy.config import PolicyConfig
-from trainer.bus import transition_from_json
-from trainer.keys import RedisKeys
+from trainer.transport.bus import transition_from_json
+from trainer.transport.keys import RedisKeys
 
 from .conftest import AUTH, ThreadedServer, make_settings
 

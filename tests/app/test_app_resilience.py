@@ -16,7 +16,7 @@ from policy.checkpoint import init_policy
 from policy.config import PolicyConfig
 from policy.mixed import MixedPolicy
 from policy.types import pad_histories
-from trainer.redis_server import EmbeddedRedis
+from trainer.transport.redis_server import EmbeddedRedis
 
 from .conftest import AUTH, ThreadedServer, make_settings
 

@@ -18,7 +18,7 @@ import redis
 
 from app.settings import ServiceSettings
 from ialp.procs import spawn_ialp, stop_all
-from trainer.redis_server import EmbeddedRedis, free_port
+from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 from .conftest import AUTH, ThreadedServer, make_settings
 

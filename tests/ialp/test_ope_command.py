@@ -18,10 +18,10 @@ from ialp.cli import main
 from policy.checkpoint import init_policy, policy_to_bytes, save_checkpoint
 from policy.config import PolicyConfig
 from policy.mixed import MixedPolicy
-from trainer.bus import RedisStreamBus
-from trainer.keys import RedisKeys
 from trainer.ope.logs import read_jsonl
-from trainer.publication import PolicyRegistry
+from trainer.transport.bus import RedisStreamBus
+from trainer.transport.keys import RedisKeys
+from trainer.transport.publication import PolicyRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS = 15

@@ -28,8 +28,8 @@ import redis.asyncio as aioredis
 
 from policy.types import Transition
 from trainer.audit import learned_counts
-from trainer.bus import _COMMIT, _CONSUME, RedisStreamBus
-from trainer.keys import RedisKeys
+from trainer.transport.bus import _COMMIT, _CONSUME, RedisStreamBus
+from trainer.transport.keys import RedisKeys
 
 from .redis_proxy import Fault, RedisFaultProxy
 

@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import redis
 
-from trainer.keys import RedisKeys
-from trainer.redis_server import EmbeddedRedis, free_port
+from trainer.transport.keys import RedisKeys
+from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 N_ITEMS = 30

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.reliability.rel_harness import redis_restart, replica_kill, trainer_kill
-from trainer.redis_server import EmbeddedRedis
+from trainer.transport.redis_server import EmbeddedRedis
 
 
 def test_trainer_sigkill_mid_stream_learns_every_event_once(

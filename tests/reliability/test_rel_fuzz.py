@@ -12,7 +12,7 @@ import pytest
 from app.main import create_app
 from tests.app.conftest import TEST_API_KEY, ThreadedServer, make_settings
 from tests.reliability.rel_fuzz import fuzz
-from trainer.redis_server import EmbeddedRedis
+from trainer.transport.redis_server import EmbeddedRedis
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 
 from tests.reliability.rel_harness import AUTH, procs
-from trainer.redis_server import EmbeddedRedis, free_port
+from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 
 def _metric(text: str, name: str) -> float:

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from trainer.audit import learned_counts
-from trainer.keys import RedisKeys
-from trainer.redis_server import EmbeddedRedis, free_port
+from trainer.transport.keys import RedisKeys
+from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 from .rel_harness import AUTH, Traffic, procs, recommend, wait_learned
 

@@ -18,7 +18,7 @@ import redis
 from app.main import create_app
 from tests.app.conftest import AUTH, ThreadedServer, make_settings
 from tests.reliability.rel_harness import procs
-from trainer.redis_server import EmbeddedRedis, free_port
+from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 FEED_KEY = "feed-key-3f9a7c"
 ADMIN_KEY = "admin-key-81b2d4"

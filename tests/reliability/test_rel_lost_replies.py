@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.redis_server import EmbeddedRedis
+from trainer.transport.redis_server import EmbeddedRedis
 
 from .lost_replies import faults_for, run_scenario
 

@@ -16,7 +16,7 @@ import redis
 
 from app.main import create_app
 from tests.app.conftest import AUTH, ThreadedServer, make_settings
-from trainer.redis_server import EmbeddedRedis, free_port
+from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 CAP = 300
 PER_DECISION_BOUND = 1500

@@ -19,11 +19,11 @@ import torch
 from policy.checkpoint import init_policy, policy_to_bytes
 from policy.config import PolicyConfig
 from policy.types import Transition
-from trainer.bus import RedisStreamBus
-from trainer.keys import RedisKeys
-from trainer.publication import PolicyRegistry, nonfinite_parameters
-from trainer.redis_server import EmbeddedRedis
-from trainer.service import TrainerService, TrainerSettings
+from trainer.online import TrainerService, TrainerSettings
+from trainer.transport.bus import RedisStreamBus
+from trainer.transport.keys import RedisKeys
+from trainer.transport.publication import PolicyRegistry, nonfinite_parameters
+from trainer.transport.redis_server import EmbeddedRedis
 
 N_ITEMS = 30
 
@@ -75,7 +75,7 @@ async def test_update_with_infinite_loss_is_not_published(
     assert await reg.current_version() == 2
     good = await reg.load(2)
     # A finite reward the API accepts whose square float32 cannot hold: the loss is inf.
-    with caplog.at_level(logging.ERROR, logger="trainer.service"):
+    with caplog.at_level(logging.ERROR, logger="trainer.online"):
         await _feed(trainer, [_t(i, reward=1e30) for i in range(8, 16)])
     assert await reg.current_version() == 2 and trainer.state.version == 2
     assert _sample(trainer, "ialp_trainer_rejected_updates_total",
@@ -97,15 +97,46 @@ async def test_update_with_infinite_loss_is_not_published(
     assert moved
 
 
+async def test_a_broken_learner_is_rebuilt_not_fed_the_data(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A NaN inside the learner (not in the data) makes every transition fail on its
+    own: the trainer rebuilds the learner from the last published version and learns the
+    batch, instead of quarantining honest events."""
+    trainer = _trainer(client, tmp_path, redis_namespace)
+    await trainer.setup()
+    theta = trainer.learner.theta  # the frozen θ the ap learner mixes with
+    with torch.no_grad():
+        next(theta.parameters()).fill_(math.nan)
+    with caplog.at_level(logging.ERROR, logger="trainer.online"):
+        await _feed(trainer, [_t(i) for i in range(8)])
+    assert "rebuilding the learner from version 1" in caplog.text
+    assert _sample(trainer, "ialp_trainer_rejected_updates_total",
+                   reason="nonfinite_learner") == 1
+    assert await trainer.registry.current_version() == 2
+    assert nonfinite_parameters(await trainer.registry.load(2)) == []
+    assert (await trainer.bus.stats())["events_learned"] == 8
+    assert await client.xlen(trainer.bus.keys.dead_letter) == 0
+
+
 async def test_policy_with_nonfinite_weights_is_never_published(
         client: aioredis.Redis, tmp_path: Path, redis_namespace: str,
         caplog: pytest.LogCaptureFixture) -> None:
     trainer = _trainer(client, tmp_path, redis_namespace)
     await trainer.setup()
-    assert trainer.theta is not None
-    with torch.no_grad():  # corrupt the frozen θ the trainer composes with
-        next(trainer.theta.theta.parameters()).fill_(math.nan)
-    with caplog.at_level(logging.ERROR, logger="trainer.service"):
+    # Weights that turn non-finite in the update itself (the loss was finite): poison
+    # the learner's parameters right after its optimizer step.
+    learner = trainer.learner
+    step = learner.optimizer.step
+
+    def poisoned_step(*args: Any, **kwargs: Any) -> Any:
+        out = step(*args, **kwargs)
+        with torch.no_grad():
+            next(learner.net.parameters()).fill_(math.inf)
+        return out
+
+    learner.optimizer.step = poisoned_step
+    with caplog.at_level(logging.ERROR, logger="trainer.online"):
         await _feed(trainer, [_t(i) for i in range(8)])
     assert await trainer.registry.current_version() == 1
     assert _sample(trainer, "ialp_trainer_rejected_updates_total",

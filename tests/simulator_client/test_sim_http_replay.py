@@ -16,7 +16,7 @@ from simulator_client.envs.coat import make_coat_env
 from simulator_client.loadtest import LoadConfig, run_loadtest, write_report
 from simulator_client.replay import SimulateConfig, simulate, write_outputs
 from tests.service_stack import Stack, service_stack
-from trainer.redis_server import EmbeddedRedis, free_port
+from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from policy.types import Transition
-from trainer.bus import InMemoryBus, RedisStreamBus, transition_from_json, transition_to_json
-from trainer.keys import RedisKeys
+from trainer.transport.bus import (
+    InMemoryBus,
+    RedisStreamBus,
+    transition_from_json,
+    transition_to_json,
+)
+from trainer.transport.keys import RedisKeys
 
 
 def _t(i: int, **kw: object) -> Transition:

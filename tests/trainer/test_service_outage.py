@@ -13,11 +13,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from policy.types import Transition
-from trainer.bus import RedisStreamBus
-from trainer.keys import RedisKeys
-from trainer.publication import PolicyRegistry
-from trainer.redis_server import EmbeddedRedis
-from trainer.service import TrainerService, TrainerSettings
+from trainer.online import TrainerService, TrainerSettings
+from trainer.transport.bus import RedisStreamBus
+from trainer.transport.keys import RedisKeys
+from trainer.transport.publication import PolicyRegistry
+from trainer.transport.redis_server import EmbeddedRedis
 
 N_ITEMS = 25
 

@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 
 from policy.types import Transition
 from trainer.audit import learned_counts
-from trainer.bus import RedisStreamBus
-from trainer.keys import RedisKeys
-from trainer.publication import PolicyRegistry, nonfinite_parameters
-from trainer.service import TrainerService, TrainerSettings
+from trainer.online import TrainerService, TrainerSettings
+from trainer.transport.bus import RedisStreamBus
+from trainer.transport.keys import RedisKeys
+from trainer.transport.publication import PolicyRegistry, nonfinite_parameters
 
 N_ITEMS = 30
 

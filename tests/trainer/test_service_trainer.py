@@ -13,10 +13,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from policy.types import Transition
-from trainer.bus import InMemoryBus, RedisStreamBus, transition_to_json
-from trainer.keys import RedisKeys
-from trainer.publication import PolicyRegistry
-from trainer.service import TrainerService, TrainerSettings, TrainerState
+from trainer.online import TrainerService, TrainerSettings, TrainerState
+from trainer.transport.bus import InMemoryBus, RedisStreamBus, transition_to_json
+from trainer.transport.keys import RedisKeys
+from trainer.transport.publication import PolicyRegistry
 
 N_ITEMS = 30
 

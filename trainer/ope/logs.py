@@ -1,7 +1,7 @@
 """Logged decisions joined with their feedback: read from Redis, exported, re-read.
 
 Source of truth is the feedback stream (``RedisKeys.stream``): every entry is one
-transition as the trainer learns it (``trainer.bus.transition_to_json``: event id, user,
+transition as the trainer learns it (``trainer.transport.bus.transition_to_json``: event id, user,
 history, action, reward, done, propensity under the serving policy, policy version,
 source). Its entry id carries the time it was logged (milliseconds). The decision itself
 (``RedisKeys.decision``) holds the whole slate while it has not expired; when present it
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from policy.types import PAD, Transition
-from trainer.bus import transition_from_json
-from trainer.keys import RedisKeys
+from trainer.transport.bus import transition_from_json
+from trainer.transport.keys import RedisKeys
 
 
 class LogError(ValueError):

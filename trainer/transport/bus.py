@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from policy.types import Transition
-from trainer.keys import RedisKeys
+from trainer.transport.keys import RedisKeys
 
 logger = logging.getLogger(__name__)
 

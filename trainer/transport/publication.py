@@ -1,6 +1,6 @@
 """Policy versions in Redis: the trainer publishes, API replicas load, admins roll back.
 
-Layout (see :class:`trainer.keys.RedisKeys`): each version's serialized policy under a
+Layout (see :class:`trainer.transport.keys.RedisKeys`): each version's serialized policy under a
 blob key and its metadata as JSON beside it; a list of kept versions (the last K); a
 ``current`` key naming the version to serve; and a pub/sub channel on which every change
 of ``current`` is announced. Replicas subscribe *and* poll ``current`` so a lost
@@ -14,7 +14,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from trainer.keys import RedisKeys
+from trainer.transport.keys import RedisKeys
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy

@@ -1,229 +1,46 @@
 """The online trainer process: feedback stream in, new policy versions out.
 
-Loop: read deliveries from the :class:`~trainer.bus.FeedbackBus` (own pending entries
+Loop: read deliveries from the :class:`~trainer.transport.bus.FeedbackBus` (own pending entries
 first after a restart, then idle entries claimed from dead consumers, then new ones),
 dead-letter transitions that do not fit the catalogue, *commit* the rest (learned marker
 + durable buffer + acknowledgement in one atomic step, so each event id enters the
 buffer once), and every ``update_every`` buffered transitions run one learner update,
 anneal α and publish a new version (weights + α + metadata) through
-:class:`~trainer.publication.PolicyRegistry`. Each publication is first checkpointed to
+:class:`~trainer.transport.publication.PolicyRegistry`. Each publication is first checkpointed to
 disk, so a restarted trainer continues from the last published version and α. A
 rollback made through the API (``current`` names an older version) is noticed before
 the next update and training continues from that version.
 
-Schemes: ``ap`` serves π̃ = (1-α)·πθ + α·πβ with θ frozen and β learned, α following
-the schedule; ``ft`` (and ``none``) serve the learned network alone (α = 0). Until a
-learner with its own A-iALP scheme exists, ``ap`` trains β with the configured learner
-(default A2C) and composes the mixture here.
+Schemes: the learner registered for the scheme does the learning and the mixing — ``ap``
+(eq. 15: θ frozen, β learned, π̃ = (1-α)·πθ + α·πβ, α annealed) or ``ft`` (θ fine-tuned);
+the trainer feeds it batches and publishes its snapshot. The same learner classes run
+in ``ialp experiment``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
-import os
-import socket
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import TYPE_CHECKING, Any
 
 from policy.types import Transition
 from trainer.audit import LearnAudit
-from trainer.bus import Delivery, FeedbackBus, transition_to_json
 from trainer.guardrail import GuardConfig, RewardGuard
-from trainer.publication import PolicyRegistry, nonfinite_parameters
+from trainer.online.metrics import TrainerMetrics
+from trainer.online.quarantine import fit_or_isolate
+from trainer.online.settings import TrainerSettings
+from trainer.online.state import POLICY_DIR, TrainerState, initial_policy
+from trainer.transport.bus import Delivery, FeedbackBus, transition_to_json
+from trainer.transport.publication import PolicyRegistry, nonfinite_parameters
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "trainer_state.json"
-POLICY_DIR = "policy"
-
-
-class TrainerSettings(BaseSettings):
-    """Configuration of ``ialp trainer`` (environment ``IALP_*`` or flags)."""
-
-    model_config = SettingsConfigDict(env_prefix="IALP_", extra="ignore")
-
-    redis_url: str | None = Field(
-        default=None, description="Redis URL; unset uses (or starts) the embedded server.")
-    embedded_redis_port: int = Field(default=6399, description="Embedded server port.")
-    embedded_redis_dir: Path | None = Field(default=None, description="Embedded data dir.")
-    namespace: str = Field(default="ialp", pattern=r"^[A-Za-z0-9_.-]+$",
-                           description="Prefix of every Redis key of this deployment.")
-    checkpoint: Path | None = Field(
-        default=None, description="Initial policy (θ) when neither the state directory "
-        "nor Redis holds one.")
-    state_dir: Path = Field(
-        default=Path("runs/trainer"), description="Where the trainer checkpoints every "
-        "published version and its counters (restart continues from here).")
-    num_items: int = Field(default=300, ge=1, description="Catalogue size of the untrained "
-                           "policy used when no checkpoint exists.")
-    max_len: int = Field(default=50, ge=1, description="History window of that policy.")
-    seed: int = Field(default=0, description="Seed of initialisation and learning.")
-    method: str | None = Field(
-        default=None, description="Learner passed to make_learner(); unset: the scheme's "
-        "own (ap: the eq. 15 learner, ft: the fine-tune learner), the same classes the "
-        "in-process experiments use. Any other registered learner must publish the scheme.")
-    scheme: Literal["ap", "ft"] = Field(
-        default="ap", description="ap: learn β beside frozen θ, anneal α; ft: fine-tune θ.")
-    beta_init: Literal["copy", "random"] = Field(
-        default="copy", description="ap: β starts as a copy of θ (Alg. 2) or random "
-        "(section 5.4).")
-    learner_options: dict[str, Any] = Field(
-        default_factory=dict, description="Extra keyword arguments of make_learner (JSON).")
-    update_every: int = Field(default=64, ge=1, description="Transitions per update.")
-    flush_idle_s: float = Field(
-        default=5.0, ge=0.0, description="Update with fewer transitions after this long "
-        "without new ones (0: never), so quiet periods still get learned.")
-    alpha_schedule: str = Field(default="linear", description="constant/linear/exponential.")
-    alpha_start: float = Field(default=0.0, ge=0.0, le=1.0, description="α at update 0.")
-    alpha_steps: int = Field(default=200, ge=1, description="Updates until α = 1.")
-    keep_versions: int = Field(default=5, ge=1, description="Versions kept for rollback.")
-    group: str = Field(default="trainer", description="Consumer group name.")
-    consumer: str = Field(
-        default_factory=lambda: f"trainer-{socket.gethostname()}",
-        description="Consumer name; stable across restarts so a restarted trainer re-reads "
-        "its own pending entries (give each trainer on one host its own name).")
-    read_count: int = Field(default=256, ge=1, description="Entries per stream read.")
-    block_ms: int = Field(default=500, ge=1, description="Longest blocking read.")
-    claim_idle_ms: int = Field(default=30_000, ge=1, description="Idle time after which "
-                               "another consumer's pending entry is claimed.")
-    claim_every_s: float = Field(default=5.0, gt=0.0, description="Claim interval.")
-    max_deliveries: int = Field(default=5, ge=1, description="Deliveries before an entry "
-                                "is dead-lettered.")
-    dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="How long learned "
-                             "event ids are remembered.")
-    metrics_port: int = Field(default=0, ge=0, description="Prometheus port (0: off).")
-    redis_timeout_s: float = Field(
-        default=10.0, gt=0.0, description="Socket timeout of Redis commands (beyond the "
-        "blocking read's own wait): a silent connection fails instead of hanging.")
-    audit_log: Path | None = Field(
-        default=None, description="Append which event ids each saved state learned "
-        "(JSON lines, trainer/audit.py); unset: off.")
-    torch_threads: int = Field(default=1, ge=1, description="Intra-op threads of torch.")
-    guard_window: int = Field(
-        default=2000, ge=0, description="Reward guardrail: feedback transitions compared "
-        "per check (sliding window; 0 disables the guardrail).")
-    guard_min_samples: int = Field(
-        default=50, ge=2, description="Reward guardrail: samples each source (theta, beta) "
-        "needs in the window before a verdict.")
-    guard_z: float = Field(
-        default=3.0, gt=0.0, description="Reward guardrail: one-sided z threshold of "
-        "mean_theta - mean_beta.")
-    guard_margin: float = Field(
-        default=0.0, ge=0.0, description="Reward guardrail: reward gap tolerated.")
-    guard_backoff: float = Field(
-        default=0.5, ge=0.0, lt=1.0, description="Reward guardrail: on alarm the α "
-        "schedule's step is multiplied by this.")
-
-
-@dataclass
-class TrainerState:
-    """Counters saved beside each checkpoint."""
-
-    version: int = 0
-    """Last published version."""
-    updates: int = 0
-    """Learner updates so far (the α schedule's step)."""
-    events_learned: int = 0
-    """Transitions consumed by updates."""
-    alpha_step: int | None = None
-    """Step of the α schedule (``None``: equal to ``updates``); the reward guardrail
-    pulls it back, so it can lag ``updates``."""
-    consumed_ids: list[str] = field(default_factory=list)
-    """Event ids inside this state (learned, or consumed by a refused update) that may
-    still sit in Redis' durable buffer: a restart removes exactly these, by id."""
-
-    def __post_init__(self) -> None:
-        if self.alpha_step == self.updates:
-            self.alpha_step = None  # one representation of "the schedule follows updates"
-
-    @property
-    def anneal_step(self) -> int:
-        """The α schedule's step."""
-        return self.updates if self.alpha_step is None else self.alpha_step
-
-    def save(self, directory: Path) -> None:
-        """Atomic write of ``trainer_state.json``."""
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(asdict(self)))
-        os.replace(tmp, directory / STATE_FILE)
-
-    @classmethod
-    def load(cls, directory: Path) -> TrainerState | None:
-        """The saved state, or ``None``."""
-        path = directory / STATE_FILE
-        if not path.is_file():
-            return None
-        d = json.loads(path.read_text())
-        step = d.get("alpha_step")
-        return cls(int(d["version"]), int(d["updates"]), int(d["events_learned"]),
-                   None if step is None else int(step),
-                   [str(x) for x in d.get("consumed_ids", [])])
-
-
-class TrainerMetrics:
-    """Prometheus collectors of the trainer."""
-
-    def __init__(self) -> None:
-        """Own registry (several trainers can live in one test process)."""
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.events_learned = Counter("ialp_trainer_events_learned",
-                                      "Transitions learned into a published version.",
-                                      registry=r)
-        self.events_buffered = Counter("ialp_trainer_events_buffered",
-                                       "Transitions committed to the replay buffer.",
-                                       registry=r)
-        self.duplicates = Counter("ialp_trainer_duplicates",
-                                  "Deliveries of already learned event ids.", registry=r)
-        self.dead_lettered = Counter("ialp_trainer_dead_lettered",
-                                     "Entries parked in the dead-letter stream.", registry=r)
-        self.updates = Counter("ialp_trainer_updates",
-                               "Learner updates inside a published version.", registry=r)
-        self.update_seconds = Histogram("ialp_trainer_update_seconds",
-                                        "Duration of one update + publication.", registry=r)
-        self.version = Gauge("ialp_trainer_policy_version", "Last published version.",
-                             registry=r)
-        self.alpha = Gauge("ialp_trainer_alpha", "α of the last published version.",
-                           registry=r)
-        self.buffer = Gauge("ialp_trainer_buffer_size", "Transitions awaiting an update.",
-                            registry=r)
-        self.rejected_updates = Counter(
-            "ialp_trainer_rejected_updates", "Updates not published because the loss or "
-            "the weights became non-finite (the last good version stays served).",
-            ["reason"], registry=r)
-        for reason in ("nonfinite_loss", "nonfinite_weights"):
-            self.rejected_updates.labels(reason=reason)
-        self.events_rejected = Counter(
-            "ialp_trainer_events_rejected", "Transitions of rejected updates (consumed, "
-            "not learned).", registry=r)
-        self.guard_alarm = Gauge(
-            "ialp_trainer_guardrail_alarm", "1 while the learnable policy's online reward "
-            "is measurably below the frozen policy's (α is being pulled back).", registry=r)
-        self.guard_alarms = Counter(
-            "ialp_trainer_guardrail_alarms", "Updates at which the guardrail pulled α "
-            "back.", registry=r)
-        self.guard_reward = Gauge(
-            "ialp_trainer_guardrail_mean_reward", "Mean online reward per source over the "
-            "guardrail window.", ["source"], registry=r)
-        self.guard_z = Gauge("ialp_trainer_guardrail_z", "Welch z of mean_theta - "
-                             "mean_beta over the window (nan without a verdict).",
-                             registry=r)
 
 
 class NonFinitePolicyError(ValueError):
@@ -314,34 +131,9 @@ class TrainerService:
         }
         return policy
 
-    async def _initial_policy(self) -> tuple[MixedPolicy, TrainerState | None]:
-        s = self.settings
-        saved = TrainerState.load(s.state_dir)
-        if saved is not None and (s.state_dir / POLICY_DIR).is_dir():
-            from policy.checkpoint import load_checkpoint
-
-            policy = await asyncio.to_thread(load_checkpoint, s.state_dir / POLICY_DIR)
-            logger.info("resuming from %s: version %d, %d updates, α=%.3f", s.state_dir,
-                        saved.version, saved.updates, policy.alpha)
-            return policy, saved
-        current = await self.registry.current_version()
-        if current is not None:
-            policy = await self.registry.load(current)
-            logger.info("starting from Redis' current version %d", current)
-            return policy, None
-        if s.checkpoint is not None:
-            from policy.checkpoint import load_checkpoint
-
-            return await asyncio.to_thread(load_checkpoint, s.checkpoint), None
-        from policy.checkpoint import init_policy
-        from policy.config import PolicyConfig
-
-        return init_policy(PolicyConfig(num_items=s.num_items, max_len=s.max_len),
-                           seed=s.seed), None
-
     async def setup(self) -> None:
         """Resolve the starting policy, rebuild the learner, recover the buffer."""
-        policy, saved = await self._initial_policy()
+        policy, saved = await initial_policy(self.settings, self.registry)
         meta = policy.metadata
         if saved is not None:
             self.state = saved
@@ -479,7 +271,19 @@ class TrainerService:
         """
         start = time.perf_counter()
         self._sync_alpha_step()
-        learned, bad, stats, steps = await self._fit(batch)
+        learned, bad, stats, steps = await fit_or_isolate(self.learner, batch, self.max_len)
+        if len(batch) > 1 and not learned:
+            # Every transition fails on its own: the learner may be broken rather than
+            # the data. Rebuild it from the last published (finite) version and try once
+            # more; what still fails on a known-good learner is the data's fault.
+            assert self.policy is not None
+            logger.error("every transition of a batch of %d makes the loss non-finite: "
+                         "rebuilding the learner from version %d", len(batch),
+                         self.policy.version)
+            self.metrics.rejected_updates.labels(reason="nonfinite_learner").inc()
+            self._build_learner(self.policy)
+            learned, bad, stats, steps = await fit_or_isolate(self.learner, batch,
+                                                              self.max_len)
         del self.buffer[: len(batch)]
         if bad:
             await self._quarantine(bad)
@@ -502,36 +306,6 @@ class TrainerService:
         await self.flush()
         self.metrics.update_seconds.observe(time.perf_counter() - start)
         return stats
-
-    async def _fit(
-        self, batch: list[Transition]
-    ) -> tuple[list[Transition], list[tuple[Transition, str]], dict[str, float], int]:
-        """``(learned, [(quarantined, why)], last stats, learner steps)``.
-
-        The learner raises :class:`NonFiniteLossError` before its weights or optimizer
-        change; the only state it touches first is the reward range of its target bound,
-        which is put back, so a refused attempt leaves no trace and the halves are tried
-        on the same learner."""
-        from trainer.batch import TransitionBatch
-        from trainer.learners.base import NonFiniteLossError
-
-        def _learn(part: list[Transition]) -> dict[str, float]:
-            tb = TransitionBatch.from_transitions(part, self.max_len)
-            return dict(self.learner.update(tb))
-
-        saved_range = getattr(self.learner, "reward_range", None)
-        try:
-            stats = await asyncio.to_thread(_learn, batch)
-            return batch, [], stats, 1
-        except NonFiniteLossError as exc:
-            if hasattr(self.learner, "reward_range"):
-                self.learner.reward_range = saved_range
-            if len(batch) == 1:
-                return [], [(batch[0], f"nonfinite_loss: {exc}")], {}, 0
-        half = len(batch) // 2
-        a = await self._fit(batch[:half])
-        b = await self._fit(batch[half:])
-        return a[0] + b[0], a[1] + b[1], b[2] or a[2], a[3] + b[3]
 
     async def _quarantine(self, bad: list[tuple[Transition, str]]) -> None:
         """Park transitions that make the loss non-finite in the dead-letter stream (with
@@ -686,53 +460,3 @@ class TrainerService:
                 self._needs_resync = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
-
-
-async def run_trainer(settings: TrainerSettings) -> None:
-    """Connect, set up and run a trainer until SIGTERM/SIGINT."""
-    import signal
-
-    import redis.asyncio as aioredis
-    import torch
-
-    from trainer.bus import RedisStreamBus
-    from trainer.keys import RedisKeys
-
-    torch.set_num_threads(settings.torch_threads)
-    embedded = None
-    url = settings.redis_url
-    if url is None:
-        from trainer.redis_server import ensure_embedded_redis
-
-        url, embedded = ensure_embedded_redis(settings.embedded_redis_dir,
-                                              settings.embedded_redis_port)
-    # A reply that never comes must fail the command (and trigger a resync), not hang it.
-    timeout = settings.redis_timeout_s + settings.block_ms / 1000.0
-    client = aioredis.Redis.from_url(url, socket_timeout=timeout,
-                                     socket_connect_timeout=settings.redis_timeout_s)
-    keys = RedisKeys(settings.namespace)
-    bus = RedisStreamBus(client, keys, group=settings.group, consumer=settings.consumer,
-                         dedup_ttl_s=settings.dedup_ttl_s,
-                         claim_idle_ms=settings.claim_idle_ms,
-                         claim_every_s=settings.claim_every_s,
-                         max_deliveries=settings.max_deliveries)
-    registry = PolicyRegistry(client, keys, keep=settings.keep_versions)
-    metrics = TrainerMetrics()
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    service = TrainerService(settings, bus, registry, stats_client=client, metrics=metrics)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stop)
-    try:
-        await bus.ensure_group()
-        await service.setup()
-        logger.info("trainer %s ready (version %d, scheme %s, method %s)", settings.consumer,
-                    service.state.version, settings.scheme, settings.method)
-        await service.run()
-    finally:
-        await client.aclose()
-        if embedded is not None:
-            embedded.stop()

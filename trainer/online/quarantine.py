@@ -1,0 +1,44 @@
+"""Learn a batch, or find the transitions that make its loss non-finite.
+
+One hostile transition (a finite reward whose square float32 cannot hold, say) must not
+cost the honest ones beside it: the batch is split in halves until the offenders are
+isolated; they are returned for quarantine and everything else is learned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from policy.types import Transition
+
+
+async def fit_or_isolate(
+    learner: Any, batch: list[Transition], max_len: int
+) -> tuple[list[Transition], list[tuple[Transition, str]], dict[str, float], int]:
+    """``(learned, [(quarantined, why)], last stats, learner steps)``.
+
+    The learner raises :class:`NonFiniteLossError` before its weights or optimizer
+    change; the only state it touches first is the reward range of its target bound,
+    which is put back, so a refused attempt leaves no trace and the halves are tried
+    on the same learner."""
+    from trainer.batch import TransitionBatch
+    from trainer.learners.base import NonFiniteLossError
+
+    def _learn(part: list[Transition]) -> dict[str, float]:
+        tb = TransitionBatch.from_transitions(part, max_len)
+        return dict(learner.update(tb))
+
+    saved_range = getattr(learner, "reward_range", None)
+    try:
+        stats = await asyncio.to_thread(_learn, batch)
+        return batch, [], stats, 1
+    except NonFiniteLossError as exc:
+        if hasattr(learner, "reward_range"):
+            learner.reward_range = saved_range
+        if len(batch) == 1:
+            return [], [(batch[0], f"nonfinite_loss: {exc}")], {}, 0
+    half = len(batch) // 2
+    a = await fit_or_isolate(learner, batch[:half], max_len)
+    b = await fit_or_isolate(learner, batch[half:], max_len)
+    return a[0] + b[0], a[1] + b[1], b[2] or a[2], a[3] + b[3]
