@@ -19,8 +19,6 @@ options as ``ialp pretrain`` (e.g. ``"--judge hf --model-path M --adapter A"``).
 
 from __future__ import annotations
 
-import argparse
-import shlex
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -199,17 +197,12 @@ class LLMOnlineAgent(LearnerAgent):
 def judge_for_env(env_name: str, item_text: Any, options: str = "") -> BaseJudge:
     """The judge ``ialp pretrain`` would build for dataset ``env_name`` with CLI judge
     ``options`` (empty: the embedding judge at the dataset's threshold)."""
-    # Reuses the CLI's option parser and builder, so both commands build identical judges.
-    from ialp.commands.llm import add_judge_arguments, judge_from_args
+    from policy.judge.spec import JudgeSpec, JudgeSpecError
 
-    parser = argparse.ArgumentParser(prog=f"{METHOD_NAME} judge", add_help=False)
-    add_judge_arguments(parser)
     try:
-        args = parser.parse_args(shlex.split(options))
-        judge: BaseJudge = judge_from_args(args, env_name, item_text)
-    except SystemExit as exc:  # the CLI helpers exit on bad options; a library raises
+        return JudgeSpec.parse(options).build(env_name, item_text)
+    except JudgeSpecError as exc:
         raise ValueError(f"invalid {METHOD_NAME} judge options {options!r}: {exc}") from exc
-    return judge
 
 
 def make_llm_online_agent(ctx: MethodContext, judge: BaseJudge | None = None) -> LLMOnlineAgent:

@@ -21,99 +21,38 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ialp.output import format_table, print_json
+from policy.judge.spec import JUDGE_ENVS, JudgeSpec, JudgeSpecError, judge_arguments
 
 log = logging.getLogger(__name__)
 
-JUDGE_ENVS = ("coat", "lfm", "industry")
-"""Datasets with built-in scenarios and case builders."""
 
 
-# -- judge options shared with ``ialp pretrain`` -------------------------------------------
+# -- judge options shared with ``ialp pretrain``: the library's spec, exits on bad input ---
 def add_judge_arguments(p: argparse.ArgumentParser) -> None:
-    """Options that choose and configure a judge backend."""
-    g = p.add_argument_group("judge")
-    g.add_argument("--judge", choices=["embedding", "hf", "openai"], default="embedding",
-                   help="backend (default: embedding, the offline sentence-encoder judge)")
-    g.add_argument("--template", help="prompt template file (default: Table 1 of the paper)")
-    g.add_argument("--scenario", help="scenario name or JSON file (default: the env's)")
-    g.add_argument("--max-history", type=int, default=20,
-                   help="most recent history items written into a prompt (default 20)")
-    g.add_argument("--no-cache", action="store_true", help="do not read or write the reply cache")
-    g.add_argument("--cache-path",
-                   help="reply cache file (default: <cache dir>/judge/answers.sqlite)")
-    g.add_argument("--threshold", type=float,
-                   help="embedding: answer None below this cosine similarity (default: "
-                   "per dataset, coat 0.80, lfm 0.40, industry 0.50; see docs/judge.md)")
-    g.add_argument("--history-mode", choices=["mean", "text"], default="mean",
-                   help="embedding: user = mean of item embeddings, or the history text")
-    g.add_argument("--model-path", help="hf: local model folder")
-    g.add_argument("--adapter", help="hf: PEFT adapter folder (from `ialp llm tune`)")
-    g.add_argument("--device", default="cpu", help="hf/embedding: torch device (default cpu)")
-    g.add_argument("--llm-batch-size", type=int, default=8, help="hf: prompts per generate()")
-    g.add_argument("--max-new-tokens", type=int, default=8, help="hf: tokens per reply")
-    g.add_argument("--base-url", help="openai: server root, e.g. http://127.0.0.1:8000/v1")
-    g.add_argument("--model", help="openai: model name")
-    g.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                   help="openai: environment variable holding the API key (if any)")
-    g.add_argument("--mode", choices=["chat", "completions"], default="chat",
-                   help="openai: endpoint kind (default chat)")
-    g.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
-    g.add_argument("--timeout", type=float, default=60.0, help="openai: seconds per request")
-    g.add_argument("--retries", type=int, default=4, help="openai: retries per request")
+    """Options that choose and configure a judge backend (``policy.judge.spec``)."""
+    judge_arguments(p)
 
 
 def judge_from_args(args: argparse.Namespace, env: str, item_text: Any) -> Any:
     """Build the judge chosen by :func:`add_judge_arguments` for dataset ``env``."""
-    from policy.judge import AnswerCache, PromptConfig, make_judge
-
-    scenario = args.scenario or env
-    if args.scenario is None and env not in JUDGE_ENVS:
-        raise SystemExit(f"environment {env!r} has no built-in scenario: pass --scenario FILE")
-    cache: Any = False if args.no_cache else (
-        AnswerCache(args.cache_path) if args.cache_path else True
-    )
-    options: dict[str, Any]
-    if args.judge == "embedding":
-        from policy.judge.embedding import DEFAULT_THRESHOLDS
-
-        if args.threshold is None:
-            args.threshold = DEFAULT_THRESHOLDS.get(env, 0.5)
-        options = {"threshold": args.threshold, "history_mode": args.history_mode,
-                   "device": args.device}
-    elif args.judge == "hf":
-        if not args.model_path:
-            raise SystemExit("--judge hf needs --model-path (a local model folder)")
-        options = {"model_path": args.model_path, "adapter_path": args.adapter,
-                   "device": args.device, "batch_size": args.llm_batch_size,
-                   "max_new_tokens": args.max_new_tokens}
-    else:
-        if not args.base_url or not args.model:
-            raise SystemExit("--judge openai needs --base-url and --model")
-        options = {"base_url": args.base_url, "model": args.model,
-                   "api_key": os.environ.get(args.api_key_env) or None, "mode": args.mode,
-                   "concurrency": args.concurrency, "timeout_s": args.timeout,
-                   "max_retries": args.retries}
-    return make_judge(
-        args.judge, item_text=item_text, scenario=scenario, template=args.template,
-        prompt_config=PromptConfig(max_history=args.max_history), cache=cache, **options,
-    )
+    spec = JudgeSpec.from_namespace(args)
+    try:
+        judge = spec.build(env, item_text)
+    except JudgeSpecError as exc:
+        raise SystemExit(str(exc)) from None
+    args.threshold = spec.threshold  # the dataset default it resolved, for reports
+    return judge
 
 
 def judge_label(args: argparse.Namespace) -> str:
     """Short description of the judge for reports."""
-    if args.judge == "embedding":
-        return f"embedding (all-MiniLM-L6-v2, threshold {args.threshold}, {args.history_mode})"
-    if args.judge == "hf":
-        adapter = f" + {args.adapter}" if args.adapter else ""
-        return f"hf ({args.model_path}{adapter})"
-    return f"openai ({args.model} at {args.base_url})"
+    return JudgeSpec.from_namespace(args).label()
 
 
 # -- evaluation and tuning cases -------------------------------------------------------------
