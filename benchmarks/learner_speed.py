@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from simulator_client.experiment import ExperimentConfig, policy_config_for
+from simulator_client.experiments import ExperimentConfig, policy_config_for
 from simulator_client.item_features import features_for
 from simulator_client.registry import make_env
 from trainer.learners import make_learner

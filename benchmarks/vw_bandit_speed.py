@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from simulator_client.bandit_vw import VWBanditAgent, VWBanditConfig
+from simulator_client.experiments.methods.vw_bandit import VWBanditAgent, VWBanditConfig
 from simulator_client.registry import make_env
 from trainer.runner import StepBatch
 

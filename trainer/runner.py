@@ -1,7 +1,7 @@
 """Online training agents for the in-process runner (no environments imported here).
 
 An :class:`Agent` turns observations into actions and learns from each batched step.
-``simulator_client.experiment`` drives agents against environments; the service's trainer
+``simulator_client.experiments`` drives agents against environments; the service's trainer
 drives the same learners from the feedback bus. :class:`LearnerAgent` wraps any learner
 from ``trainer.learners``:
 

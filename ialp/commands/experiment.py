@@ -99,7 +99,7 @@ def _run_suite(args: argparse.Namespace) -> int:
 
     import torch
 
-    from simulator_client.suite import SuiteConfig, run_suite
+    from simulator_client.experiments.suite import SuiteConfig, run_suite
 
     envs = tuple(e.strip() for e in args.env.split(",") if e.strip())
     try:
@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         return _run_suite(args)
     import torch
 
-    from simulator_client.experiment import ExperimentConfig, run_experiment, table_rows
+    from simulator_client.experiments import ExperimentConfig, run_experiment, table_rows
     from simulator_client.registry import make_env
     from trainer.runner import OnlineConfig
 

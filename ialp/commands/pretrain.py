@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from policy.catalogue import CATALOGUE_FILE, Catalogue
     from policy.checkpoint import init_policy
-    from simulator_client.experiment import (
+    from simulator_client.experiments import (
         ExperimentConfig,
         item_feature_config,
         policy_config_for,

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from policy.item_features import ItemFeatures
-from simulator_client.bandit_vw import (
+from simulator_client.envs.base import LeaveRule, MatrixReward, RecBatchEnv
+from simulator_client.experiments import ExperimentConfig, available_methods, run_experiment
+from simulator_client.experiments.methods.vw_bandit import (
     METHOD_NAME,
     VWBanditAgent,
     VWBanditConfig,
     item_features,
     nearest_neighbours,
 )
-from simulator_client.envs.base import LeaveRule, MatrixReward, RecBatchEnv
-from simulator_client.experiment import ExperimentConfig, available_methods, run_experiment
 from trainer.runner import OnlineConfig, StepBatch
 
 BEST = 7

@@ -14,7 +14,7 @@ import torch
 from policy.judge import SCENARIOS, JudgeRequest, PromptBuilder
 from policy.judge.base import BaseJudge
 from simulator_client.envs.base import LeaveRule, MatrixReward, RecBatchEnv
-from simulator_client.experiment import (
+from simulator_client.experiments import (
     ExperimentConfig,
     MethodContext,
     available_methods,
@@ -22,7 +22,7 @@ from simulator_client.experiment import (
     register_method,
     run_experiment,
 )
-from simulator_client.llm_online import (
+from simulator_client.experiments.methods.llm_online import (
     METHOD_NAME,
     LLMOnlineAgent,
     LLMOnlineConfig,

@@ -7,8 +7,8 @@ import pytest
 
 from policy.config import PolicyConfig
 from simulator_client.envs.base import LeaveRule, MatrixReward, RecBatchEnv
-from simulator_client.experiment import ExperimentConfig, available_methods, run_experiment
-from simulator_client.supervised import (
+from simulator_client.experiments import ExperimentConfig, available_methods, run_experiment
+from simulator_client.experiments.methods.supervised import (
     PopularAgent,
     SASRecConfig,
     next_item_examples,

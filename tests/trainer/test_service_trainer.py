@@ -279,7 +279,7 @@ async def test_ap_learner_follows_the_trainers_alpha_settings(
 def test_demo_trainer_and_suite_use_one_learner_class_per_scheme(tmp_path: Path) -> None:
     """``ialp demo`` / compose start ``ialp trainer`` with a scheme and no method; the
     suite's A-iALP methods name a learner: both resolve to the same registered class."""
-    from simulator_client.adaptation import IALP_METHODS
+    from simulator_client.experiments.methods.ialp import IALP_METHODS
     from trainer.learners import learner_class
 
     for scheme, suite_method in (("ap", "ialp-ap"), ("ft", "ialp-ft")):

@@ -177,7 +177,7 @@ def test_ap_resumes_from_a_published_policy(theta: MixedPolicy) -> None:
 def test_tiny_paper_suite_writes_the_tables(tmp_path: Path) -> None:
     """A --quick-sized suite shrunk to seconds on Coat: the three tables, the acceptance
     check, the curves and the exploration figure are written and regenerate results.md."""
-    from simulator_client.suite import SuiteConfig, run_suite
+    from simulator_client.experiments.suite import SuiteConfig, run_suite
 
     tiny_pretrain = {"epochs": 1, "horizon": 2, "users": 16, "warmup": 8, "num_parallel": 16}
     cfg = SuiteConfig(

@@ -11,7 +11,7 @@ import pytest
 from policy.checkpoint import load_checkpoint
 from simulator_client.envs.base import MatrixReward, RecBatchEnv
 from simulator_client.envs.leave import DistanceLeaveRule, euclidean_item_distances
-from simulator_client.experiment import ExperimentConfig, run_experiment, table_rows
+from simulator_client.experiments import ExperimentConfig, run_experiment, table_rows
 from trainer.runner import OnlineConfig
 
 

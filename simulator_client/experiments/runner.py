@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,105 +24,26 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from policy.checkpoint import init_policy, save_checkpoint
+from policy.checkpoint import save_checkpoint
 from policy.config import PolicyConfig
-from policy.item_features import ItemFeatures
-from policy.mixed import MixedPolicy
 from simulator_client.envs.base import BatchObs, RecBatchEnv
 from simulator_client.evaluation import evaluate
+from simulator_client.experiments import methods as _methods  # noqa: F401  (registers them)
+from simulator_client.experiments.context import (
+    _METHODS,
+    ExperimentConfig,
+    MethodContext,
+    learner_agent,
+)
+from simulator_client.experiments.report import plot_curves
 from simulator_client.item_features import ItemFeatureConfig, features_for
-from trainer.learners import available_learners, make_learner
-from trainer.runner import Agent, EvalActor, LearnerAgent, OnlineConfig, RandomAgent, StepBatch
-
-CURVE_METRICS = ("return", "length", "r_avg")
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """Budget and evaluation protocol of one experiment."""
-
-    steps: int = 20_000
-    """User interactions (transitions) of online training per method."""
-    eval_every: int = 2_000
-    """Interactions between evaluations."""
-    eval_episodes: int = 290
-    """Test episodes per evaluation (Coat: one per user)."""
-    num_envs: int = 16
-    """Users stepped in parallel in the training environment."""
-    seed: int = 0
-    """Seeds networks, users, exploration and evaluation."""
-    online: OnlineConfig = field(default_factory=OnlineConfig)
-    """How learners are fed (batch size, replay, warm-up, updates per step)."""
-    hidden: int = 64
-    """Encoder width of learned methods."""
-    blocks: int = 2
-    """Self-attention blocks of learned methods."""
-    max_len: int | None = 20
-    """History window of the encoder (None: the environment's whole window). 20 recent
-    items cover the leave rule's window and keep CPU training fast."""
-    user_embedding: bool = True
-    """Give the encoder a user embedding sized to the environment's users."""
-    hyper: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per-method learner hyperparameters, e.g. ``{"a2c": {"lr": 1e-3}}``."""
-    items: str = "features"
-    """Item representation of learned methods: ``features`` (factorised heads over
-    features from the training logs, ``simulator_client.item_features``) or ``id`` (one
-    free output row per item)."""
-    item_features: tuple[str, ...] = ("logpop", "cooc")
-    """Feature kinds with ``items = "features"`` (``logpop``, ``cooc``, ``text``)."""
-    prior_scale: float = 3.0
-    """With ``items = "features"``: weight of the log-popularity prior in the actor's
-    logits at the start (``PolicyConfig.prior_scale``)."""
-
-    def __post_init__(self) -> None:
-        if self.items not in ("features", "id"):
-            raise ValueError(f"items must be 'features' or 'id', not {self.items!r}")
-        if self.steps < 0 or self.eval_every <= 0 or self.eval_episodes <= 0:
-            raise ValueError("steps must be >= 0, eval_every and eval_episodes positive")
-        if self.num_envs <= 0:
-            raise ValueError("num_envs must be positive")
-
-
-@dataclass(frozen=True)
-class MethodContext:
-    """What a method factory may use to build its agent."""
-
-    name: str
-    train_env: RecBatchEnv
-    policy_config: PolicyConfig
-    experiment: ExperimentConfig
-    seed: int
-    hyper: dict[str, Any]
-    item_features: ItemFeatures | None = None
-    """The catalogue's features when ``policy_config.item_features`` > 0."""
-
-    def initial_policy(self) -> MixedPolicy | None:
-        """A fresh policy carrying the item features (None with plain item ids): pass it
-        as ``init`` to a learner that starts from scratch."""
-        if self.item_features is None:
-            return None
-        return init_policy(self.policy_config, seed=self.seed, item_features=self.item_features)
-
-
-MethodFactory = Callable[[MethodContext], Agent]
-_METHODS: dict[str, MethodFactory] = {}
-
-
-def register_method(name: str, factory: MethodFactory) -> None:
-    """Make ``name`` selectable in :func:`run_experiment` and ``ialp experiment``."""
-    _METHODS[name] = factory
+from trainer.learners import available_learners
+from trainer.runner import Agent, EvalActor, LearnerAgent, RandomAgent, StepBatch
 
 
 def available_methods() -> list[str]:
     """Every selectable method name."""
     return sorted({"random", *available_learners(), *_METHODS})
-
-
-def learner_agent(ctx: MethodContext, *, init: MixedPolicy | None = None) -> LearnerAgent:
-    """The standard agent for learner ``ctx.name`` (optionally from pre-trained weights)."""
-    init = init if init is not None else ctx.initial_policy()
-    learner = make_learner(ctx.name, ctx.policy_config, seed=ctx.seed, init=init, **ctx.hyper)
-    return LearnerAgent(ctx.name, learner, ctx.experiment.online, seed=ctx.seed + 1)
 
 
 def build_agent(ctx: MethodContext) -> Agent:
@@ -322,56 +243,3 @@ def run_experiment(
         (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         plot_curves(results, out / "curves.png")
     return results
-
-
-def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Table 5 style rows: final Return, Length and R_avg per method."""
-    rows = []
-    for name, res in results["methods"].items():
-        final = res["final"]
-        rows.append(
-            {
-                "method": name,
-                "return": final["return"],
-                "return_std": final["return_std"],
-                "length": final["length"],
-                "r_avg": final["r_avg"],
-                "R@0": res["curve"][0]["return"],
-                "updates": res["train"]["updates"],
-                "seconds": res["train"]["seconds"],
-                "ms/step": 1000.0 * res["train"].get("seconds_per_step", 0.0),
-            }
-        )
-    return rows
-
-
-def plot_curves(results: dict[str, Any], path: str | Path) -> None:
-    """Return, Length and R_avg against training steps, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    titles = {"return": "Return", "length": "Length", "r_avg": "R_avg"}
-    for name, res in results["methods"].items():
-        steps = [p["step"] for p in res["curve"]]
-        for ax, key in zip(axes, CURVE_METRICS, strict=True):
-            ax.plot(steps, [p[key] for p in res["curve"]], marker="o", ms=3, label=name)
-    for ax, key in zip(axes, CURVE_METRICS, strict=True):
-        ax.set_title(titles[key])
-        ax.set_xlabel("training interactions")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    cfg = results["config"]
-    fig.suptitle(f"{results['env']}: test-environment metrics, seed {cfg['seed']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# Methods defined in their own modules register themselves when imported.
-import simulator_client.adaptation  # noqa: E402  (ialp, ialp-ft, ialp-ap, ...)
-import simulator_client.bandit_vw  # noqa: E402  (vw-bandit)
-import simulator_client.llm_online  # noqa: E402  (llm-online)
-import simulator_client.supervised  # noqa: E402, F401  (sasrec)

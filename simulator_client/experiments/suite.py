@@ -3,7 +3,7 @@ seeds, Tables 3–5, learning curves (Figures 4–7), exploration strategies (Fi
 
 ``ialp experiment --suite paper [--quick] --env coat,lfm,industry --seeds 0,1,2 --out DIR``
 runs :func:`run_suite`, which for each environment builds the training and test
-environments once and, for each seed, calls :func:`simulator_client.experiment.run_experiment`
+environments once and, for each seed, calls :func:`simulator_client.experiments.run_experiment`
 with all methods (same seed, same users, same evaluation episodes). Then
 :func:`aggregate` reads the per-run ``results.json`` files back into ``DIR/suite.json``
 (means and standard deviations over seeds), :func:`plot_suite` draws the PNGs, and
@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from policy.exploration import STRATEGIES
-from simulator_client.adaptation import QUICK_PRETRAIN
-from simulator_client.experiment import ExperimentConfig, available_methods, run_experiment
+from simulator_client.experiments.context import ExperimentConfig
+from simulator_client.experiments.methods.ialp import QUICK_PRETRAIN
+from simulator_client.experiments.runner import available_methods, run_experiment
 from trainer.learners import ONLINE_A2C
 from trainer.runner import OnlineConfig
 

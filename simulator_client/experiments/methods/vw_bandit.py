@@ -46,7 +46,7 @@ import numpy as np
 from policy.item_features import ItemFeatures
 from policy.types import PAD
 from simulator_client.envs.base import RecBatchEnv
-from simulator_client.experiment import MethodContext, register_method
+from simulator_client.experiments.context import MethodContext, register_method
 from trainer.runner import EvalActor, StepBatch
 
 METHOD_NAME = "vw-bandit"

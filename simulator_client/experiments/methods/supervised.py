@@ -33,7 +33,7 @@ from policy.config import PolicyConfig
 from policy.item_features import ItemFeatures, item_counts
 from policy.mixed import MixedPolicy
 from policy.types import PAD, pad_histories
-from simulator_client.experiment import MethodContext, register_method
+from simulator_client.experiments.context import MethodContext, register_method
 from simulator_client.item_features import training_logs
 from trainer.runner import Agent, EvalActor, OnlineConfig, StepBatch
 

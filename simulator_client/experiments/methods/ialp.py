@@ -1,6 +1,6 @@
 """iALP and A-iALP as experiment methods (sections 4.2 and 5.2), and exploration variants.
 
-Methods registered with :func:`simulator_client.experiment.register_method`:
+Methods registered with :func:`simulator_client.experiments.register_method`:
 
 * ``ialp``: the pre-trained πθ, frozen (no updates), evaluated greedily ("without further
   exploration"): section 5.2's "iALP" baseline; ``ialp-sampled``: the same πθ evaluated
@@ -47,7 +47,7 @@ from policy.item_features import ItemFeatures
 from policy.mixed import MixedPolicy
 from simulator_client.datasets.paths import cache_dir
 from simulator_client.envs.base import RecBatchEnv
-from simulator_client.experiment import MethodContext, register_method
+from simulator_client.experiments.context import MethodContext, register_method
 from trainer.learners import make_learner
 from trainer.learners.base import Learner
 from trainer.runner import Agent, EvalActor, LearnerAgent, OnlineConfig, StepBatch

@@ -1,0 +1,105 @@
+"""What an experiment method is given, and the registry methods plug into.
+
+A method is a factory ``MethodContext -> Agent`` registered under a name with
+:func:`register_method`; :mod:`simulator_client.experiments.methods` registers the
+built-in ones (A-iALP variants, the VW bandit, LLMOnline, supervised SASRec, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from policy.checkpoint import init_policy
+from policy.config import PolicyConfig
+from policy.item_features import ItemFeatures
+from policy.mixed import MixedPolicy
+from simulator_client.envs.base import RecBatchEnv
+from trainer.learners import make_learner
+from trainer.runner import Agent, LearnerAgent, OnlineConfig
+
+CURVE_METRICS = ("return", "length", "r_avg")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Budget and evaluation protocol of one experiment."""
+
+    steps: int = 20_000
+    """User interactions (transitions) of online training per method."""
+    eval_every: int = 2_000
+    """Interactions between evaluations."""
+    eval_episodes: int = 290
+    """Test episodes per evaluation (Coat: one per user)."""
+    num_envs: int = 16
+    """Users stepped in parallel in the training environment."""
+    seed: int = 0
+    """Seeds networks, users, exploration and evaluation."""
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+    """How learners are fed (batch size, replay, warm-up, updates per step)."""
+    hidden: int = 64
+    """Encoder width of learned methods."""
+    blocks: int = 2
+    """Self-attention blocks of learned methods."""
+    max_len: int | None = 20
+    """History window of the encoder (None: the environment's whole window). 20 recent
+    items cover the leave rule's window and keep CPU training fast."""
+    user_embedding: bool = True
+    """Give the encoder a user embedding sized to the environment's users."""
+    hyper: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-method learner hyperparameters, e.g. ``{"a2c": {"lr": 1e-3}}``."""
+    items: str = "features"
+    """Item representation of learned methods: ``features`` (factorised heads over
+    features from the training logs, ``simulator_client.item_features``) or ``id`` (one
+    free output row per item)."""
+    item_features: tuple[str, ...] = ("logpop", "cooc")
+    """Feature kinds with ``items = "features"`` (``logpop``, ``cooc``, ``text``)."""
+    prior_scale: float = 3.0
+    """With ``items = "features"``: weight of the log-popularity prior in the actor's
+    logits at the start (``PolicyConfig.prior_scale``)."""
+
+    def __post_init__(self) -> None:
+        if self.items not in ("features", "id"):
+            raise ValueError(f"items must be 'features' or 'id', not {self.items!r}")
+        if self.steps < 0 or self.eval_every <= 0 or self.eval_episodes <= 0:
+            raise ValueError("steps must be >= 0, eval_every and eval_episodes positive")
+        if self.num_envs <= 0:
+            raise ValueError("num_envs must be positive")
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method factory may use to build its agent."""
+
+    name: str
+    train_env: RecBatchEnv
+    policy_config: PolicyConfig
+    experiment: ExperimentConfig
+    seed: int
+    hyper: dict[str, Any]
+    item_features: ItemFeatures | None = None
+    """The catalogue's features when ``policy_config.item_features`` > 0."""
+
+    def initial_policy(self) -> MixedPolicy | None:
+        """A fresh policy carrying the item features (None with plain item ids): pass it
+        as ``init`` to a learner that starts from scratch."""
+        if self.item_features is None:
+            return None
+        return init_policy(self.policy_config, seed=self.seed, item_features=self.item_features)
+
+
+MethodFactory = Callable[[MethodContext], Agent]
+_METHODS: dict[str, MethodFactory] = {}
+
+
+def register_method(name: str, factory: MethodFactory) -> None:
+    """Make ``name`` selectable in :func:`run_experiment` and ``ialp experiment``."""
+    _METHODS[name] = factory
+
+
+def learner_agent(ctx: MethodContext, *, init: MixedPolicy | None = None) -> LearnerAgent:
+    """The standard agent for learner ``ctx.name`` (optionally from pre-trained weights)."""
+    init = init if init is not None else ctx.initial_policy()
+    learner = make_learner(ctx.name, ctx.policy_config, seed=ctx.seed, init=init, **ctx.hyper)
+    return LearnerAgent(ctx.name, learner, ctx.experiment.online, seed=ctx.seed + 1)
