@@ -12,6 +12,7 @@ import numpy as np
 
 from policy.types import PAD
 from simulator_client.envs.base import BatchObs, RecBatchEnv
+from simulator_client.envs.sequential import SequentialEnv
 
 
 class BatchPolicy(Protocol):
@@ -88,3 +89,41 @@ def make_baseline(name: str, env: RecBatchEnv) -> BatchPolicy:
     if name == "oracle":
         return OraclePolicy(env)
     raise ValueError(f"unknown baseline policy {name!r}: choose random, popular or oracle")
+
+
+class NextItemPolicy:
+    """Recommends the user's true next item: their real continuation, in order.
+
+    Once the continuation is used up (short sequences), it falls back to the most popular
+    training item not in the visible history. A calibration reference, not a deployable
+    policy: it reads the users' future.
+    """
+
+    def __init__(self, env: SequentialEnv) -> None:
+        if env.item_popularity is None:
+            raise ValueError(f"environment {env.name!r} has no item popularity")
+        self.env = env
+        self.fallback = PopularPolicy(env.item_popularity)
+
+    def act(self, obs: BatchObs, rng: np.random.Generator) -> np.ndarray:
+        out = self.fallback.act(obs, rng)
+        for b in range(len(obs)):
+            cont = self.env.continuation(int(obs.user_ids[b]))
+            t = int(obs.steps[b])
+            if t < len(cont):
+                out[b] = cont[t]
+        return out
+
+
+def baseline_for(name: str, env: RecBatchEnv) -> BatchPolicy:
+    """``make_baseline`` plus ``nextitem`` (alias ``replay``) for sequential environments."""
+    if name in ("nextitem", "replay"):
+        if not isinstance(env, SequentialEnv):
+            raise ValueError(f"policy {name!r} needs a sequential environment, not {env.name!r}")
+        return NextItemPolicy(env)
+    try:
+        return make_baseline(name, env)
+    except ValueError as exc:
+        if isinstance(env, SequentialEnv) and name not in ("random", "popular", "oracle"):
+            raise ValueError(f"{exc}, nextitem") from None
+        raise

@@ -50,7 +50,7 @@ REFERENCE_EPISODES = 400
 def _references(test_env: RecBatchEnv, seed: int) -> dict[str, float]:
     """Return of the random and the popularity list on the test users, run locally on
     the same environment: the lines the served policy is read against."""
-    from simulator_client.envs.sequential import baseline_for
+    from simulator_client.baselines import baseline_for
     from simulator_client.evaluation import evaluate
 
     out = {}

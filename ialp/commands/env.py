@@ -124,7 +124,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from simulator_client.envs.sequential import baseline_for
+    from simulator_client.baselines import baseline_for
     from simulator_client.evaluation import evaluate
     from simulator_client.registry import make_env
 

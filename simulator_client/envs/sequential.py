@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from policy.types import PAD
-from simulator_client.baselines import BatchPolicy, PopularPolicy, make_baseline
 from simulator_client.datasets.errors import DatasetError
 from simulator_client.datasets.paths import cache_dir
 from simulator_client.datasets.sequences import (
@@ -44,7 +43,7 @@ from simulator_client.datasets.sequences import (
     load_sequence_dataset,
     write_sequence_dataset,
 )
-from simulator_client.envs.base import BatchObs, LeaveRule, RecBatchEnv, RewardModel
+from simulator_client.envs.base import LeaveRule, RecBatchEnv, RewardModel
 from simulator_client.user_models.sequential import (
     SequentialModelConfig,
     SequentialUserModel,
@@ -265,48 +264,6 @@ class SequentialEnv(RecBatchEnv):
     def continuation(self, user: int) -> np.ndarray:
         """The user's real items after the initial history, in order."""
         return self.dataset.sequences[user][self.prefixes[user] :]
-
-
-class NextItemPolicy:
-    """Recommends the user's true next item: their real continuation, in order.
-
-    Once the continuation is used up (short sequences), it falls back to the most popular
-    training item not in the visible history. A calibration reference, not a deployable
-    policy: it reads the users' future.
-    """
-
-    def __init__(self, env: SequentialEnv) -> None:
-        if env.item_popularity is None:
-            raise ValueError(f"environment {env.name!r} has no item popularity")
-        self.env = env
-        self.fallback = PopularPolicy(env.item_popularity)
-
-    def act(self, obs: BatchObs, rng: np.random.Generator) -> np.ndarray:
-        out = self.fallback.act(obs, rng)
-        for b in range(len(obs)):
-            cont = self.env.continuation(int(obs.user_ids[b]))
-            t = int(obs.steps[b])
-            if t < len(cont):
-                out[b] = cont[t]
-        return out
-
-
-EXTRA_BASELINES = ("nextitem",)
-"""Reference policies of sequential environments beyond random / popular / oracle."""
-
-
-def baseline_for(name: str, env: RecBatchEnv) -> BatchPolicy:
-    """``make_baseline`` plus ``nextitem`` (alias ``replay``) for sequential environments."""
-    if name in ("nextitem", "replay"):
-        if not isinstance(env, SequentialEnv):
-            raise ValueError(f"policy {name!r} needs a sequential environment, not {env.name!r}")
-        return NextItemPolicy(env)
-    try:
-        return make_baseline(name, env)
-    except ValueError as exc:
-        if isinstance(env, SequentialEnv) and name not in ("random", "popular", "oracle"):
-            raise ValueError(f"{exc}, nextitem") from None
-        raise
 
 
 # -- building and storage -------------------------------------------------------------------

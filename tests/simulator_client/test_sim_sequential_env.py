@@ -11,12 +11,11 @@ import torch
 
 from ialp.cli import main
 from policy.types import PAD
+from simulator_client.baselines import NextItemPolicy, baseline_for
 from simulator_client.envs.sequential import (
-    NextItemPolicy,
     PatienceLeaveRule,
     RankReward,
     SequentialEnv,
-    baseline_for,
     env_folder,
     rank_to_reward,
     split_users,
