@@ -53,7 +53,7 @@ def _register_sequential(name: str) -> None:
     """Register a sequential environment (built-in or built with ``ialp env build``)."""
     from functools import partial
 
-    from simulator_client.envs.sequential import make_sequential_env, sequential_stats
+    from simulator_client.envs.storage import make_sequential_env, sequential_stats
 
     register(name, partial(make_sequential_env, name), partial(sequential_stats, name))
 
@@ -63,7 +63,7 @@ def _resolve(name: str) -> None:
     _ensure_builtin()
     if name in _BUILDERS:
         return
-    from simulator_client.envs.sequential import built_names
+    from simulator_client.envs.storage import built_names
 
     if name in built_names():
         _register_sequential(name)
@@ -72,7 +72,7 @@ def _resolve(name: str) -> None:
 def available() -> list[str]:
     """Names of every known environment (built-in and built with ``ialp env build``)."""
     _ensure_builtin()
-    from simulator_client.envs.sequential import built_names
+    from simulator_client.envs.storage import built_names
 
     return sorted(set(_BUILDERS) | set(built_names()))
 

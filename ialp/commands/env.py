@@ -94,7 +94,8 @@ def _example(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from simulator_client.envs.sequential import SequentialEnvConfig, build_environment
+    from simulator_client.envs.sequential import SequentialEnvConfig
+    from simulator_client.envs.storage import build_environment
     from simulator_client.user_models.sequential import SequentialModelConfig
 
     if (args.sequences is None) != (args.items is None):

@@ -68,9 +68,9 @@ def env_item_text(env: str) -> tuple[str, ...]:
         from simulator_client.datasets.coat import load_coat
 
         return load_coat().item_text
-    from simulator_client.envs.sequential import _load_builtin
+    from simulator_client.envs.storage import load_builtin_dataset
 
-    return _load_builtin(env).item_text
+    return load_builtin_dataset(env).item_text
 
 
 def build_cases(
@@ -108,9 +108,10 @@ def build_cases(
             h = [i for i in hist if i != target]
             cases.append(make_case(user, h, target, data.num_items, k, rng))
         return texts, cases
-    from simulator_client.envs.sequential import SequentialEnvConfig, _load_builtin, split_users
+    from simulator_client.envs.sequential import SequentialEnvConfig, split_users
+    from simulator_client.envs.storage import load_builtin_dataset
 
-    ds = _load_builtin(env)
+    ds = load_builtin_dataset(env)
     cfg = SequentialEnvConfig()
     train_users, test_users = split_users(ds.num_users, cfg.test_fraction, cfg.split_seed)
     users = test_users if split == "test" else train_users

@@ -16,10 +16,10 @@ from simulator_client.envs.sequential import (
     PatienceLeaveRule,
     RankReward,
     SequentialEnv,
-    env_folder,
     rank_to_reward,
     split_users,
 )
+from simulator_client.envs.storage import env_folder
 from simulator_client.user_models.sequential import (
     SequentialModelConfig,
     train_sequential_model,
@@ -120,7 +120,7 @@ def test_build_rejects_malformed_files_with_file_and_line(
 
 
 def test_environment_semantics(tmp_path: Path, cache: Path) -> None:
-    from simulator_client.envs.sequential import build_environment
+    from simulator_client.envs.storage import build_environment
     from simulator_client.registry import make_env
 
     seqs, items = _write_dataset(tmp_path / "data")
