@@ -1,0 +1,187 @@
+"""Start-up and shut-down of the service: :func:`make_lifespan`.
+
+The lifespan owns every resource: the Redis client (or an embedded redis-server), the
+served policy and its watcher, the micro-batcher's worker thread and the optional
+default-reward sweeper. Nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from app.decisions import DecisionStore
+from app.item_ids import ItemIds
+from app.metrics import ServiceMetrics
+from app.policy_holder import PolicyHolder, PolicyWatcher
+from app.recommender import Recommender
+from app.redis_gate import RedisGate
+from app.settings import ServiceSettings
+from app.state import ServiceState, redis_errors
+from trainer.transport.bus import RedisStreamBus
+from trainer.transport.keys import RedisKeys
+from trainer.transport.publication import PolicyRegistry, VersionNotFoundError, nonfinite_parameters
+
+if TYPE_CHECKING:
+    from policy.mixed import MixedPolicy
+
+logger = logging.getLogger(__name__)
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+async def initial_policy(settings: ServiceSettings, registry: PolicyRegistry) -> MixedPolicy:
+    """Redis' current version if any, else the checkpoint, else an untrained policy."""
+    try:
+        version = await registry.current_version()
+        if version is not None:
+            policy = await registry.load(version)
+            bad = await asyncio.to_thread(nonfinite_parameters, policy)
+            if not bad:
+                logger.info("loaded current policy version %d from Redis", version)
+                return policy
+            logger.error("current version %d has non-finite values (%s); serving the "
+                         "local policy", version, ", ".join(bad[:5]))
+    except redis_errors() as exc:
+        logger.warning("Redis unreachable at start-up (%s); serving the local policy", exc)
+    except VersionNotFoundError as exc:
+        logger.warning("%s; serving the local policy", exc)
+    if settings.checkpoint is not None:
+        from policy.checkpoint import load_checkpoint
+
+        return await asyncio.to_thread(load_checkpoint, settings.checkpoint)
+    from policy.checkpoint import init_policy
+    from policy.config import PolicyConfig
+
+    logger.warning("no checkpoint given: serving an untrained policy over %d items",
+                   settings.num_items)
+    return init_policy(PolicyConfig(num_items=settings.num_items, max_len=settings.max_len),
+                       seed=settings.seed)
+
+
+def load_item_ids(settings: ServiceSettings, num_items: int) -> ItemIds:
+    """The deployment's id rule: the configured catalogue, else the checkpoint's, else
+    integer indices. A catalogue whose size differs from the policy's stops start-up."""
+    from policy.catalogue import CATALOGUE_FILE, Catalogue
+
+    path = settings.catalogue
+    if path is None and settings.checkpoint is not None:
+        candidate = Path(settings.checkpoint) / CATALOGUE_FILE
+        path = candidate if candidate.is_file() else None
+    if path is None:
+        logger.info("no catalogue: items are the integer indices 0..%d", num_items - 1)
+        return ItemIds(num_items)
+    catalogue = Catalogue.from_file(path)
+    logger.info("catalogue %s: %d items (fingerprint %s)", path, len(catalogue),
+                catalogue.fingerprint)
+    return ItemIds(num_items, catalogue)
+
+
+async def default_reward_loop(svc: ServiceState) -> None:
+    """Learn ``default_reward`` for decisions whose feedback did not come in time."""
+    settings = svc.settings
+    assert settings.default_reward is not None
+    while True:
+        await asyncio.sleep(settings.default_reward_sweep_s)
+        try:
+            for event_id in await svc.store.pop_expired():
+                decision = await svc.store.get(event_id)
+                if decision is None or not decision.items:
+                    continue
+                t = decision.transition(decision.items[0], settings.default_reward, False)
+                if await svc.bus.publish(t) is not None:
+                    svc.metrics.default_rewards.inc()
+        except redis_errors() as exc:
+            logger.debug("default-reward sweep skipped: %s", exc)
+
+
+def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespan:
+    """The application's lifespan: opens every resource, publishes them as
+    ``app.state.svc`` (a :class:`ServiceState`) and releases them on shut-down."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import redis.asyncio as aioredis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        embedded = None
+        url: str
+        if settings.redis_url is not None:
+            url = settings.redis_url
+        else:
+            from trainer.transport.redis_server import ensure_embedded_redis
+
+            url, embedded = await asyncio.to_thread(
+                ensure_embedded_redis, settings.embedded_redis_dir,
+                settings.embedded_redis_port)
+        # Fail fast: a dead Redis must cost /v1/recommend milliseconds, not retries.
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0))
+        keys = RedisKeys(settings.namespace)
+        registry = PolicyRegistry(client, keys, keep=settings.keep_versions)
+        try:
+            policy = await initial_policy(settings, registry)
+            item_ids = load_item_ids(settings, policy.num_items)
+        except BaseException:
+            # A catalogue that does not fit stops start-up; release what was opened.
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+            raise
+
+        def on_swap(p: MixedPolicy) -> None:
+            metrics.policy_version.set(p.version)
+            metrics.policy_alpha.set(p.alpha)
+            metrics.policy_swaps.inc()
+
+        holder = PolicyHolder(policy, on_swap=on_swap)
+        watcher = PolicyWatcher(holder, registry, poll_s=settings.policy_poll_s,
+                                expected_num_items=policy.num_items,
+                                on_reject=metrics.policy_rejected.inc)
+        store = DecisionStore(
+            client, keys, ttl_s=settings.decision_ttl_s,
+            default_reward_after_s=(settings.default_reward_after_s
+                                    if settings.default_reward is not None else None),
+            cap=settings.decision_cap)
+        bus = RedisStreamBus(client, keys, dedup_ttl_s=settings.dedup_ttl_s)
+        gate = RedisGate(settings.redis_cooldown_s)
+        recommender = Recommender(
+            holder, store, gate, metrics, micro_batching=settings.micro_batching,
+            max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
+            seed=settings.seed)
+        svc = ServiceState(settings, metrics, client, keys, registry, holder, watcher,
+                           store, bus, gate, recommender, item_ids, embedded)
+        app.state.svc = svc
+        recommender.start()
+        watcher.start()
+        if settings.default_reward is not None:
+            svc.tasks.append(asyncio.create_task(default_reward_loop(svc)))
+        try:
+            yield
+        finally:
+            for task in svc.tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await watcher.stop()
+            await recommender.stop()
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    return lifespan

@@ -1,0 +1,67 @@
+"""``POST /v1/feedback``: join a user's response with its decision and enqueue it for
+the trainer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Response
+from fastapi.exceptions import RequestValidationError
+
+from app.deps import UNAUTHORIZED, ApiKeyDep, ServiceDep
+from app.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse
+from app.state import UNAVAILABLE, redis_errors, unavailable
+from app.validation import field_error, validate_reward
+
+router = APIRouter(tags=["serving"])
+
+
+@router.post("/v1/feedback", status_code=202, response_model=FeedbackResponse,
+             summary="Report the user's response to a recommendation",
+             responses={200: {"model": FeedbackResponse,
+                              "description": "duplicate: this event already had feedback"},
+                        404: {"model": ErrorResponse, "description": "unknown or expired "
+                              "event_id"},
+                        409: {"model": ErrorResponse, "description": "item_id was not in "
+                              "the recommended slate"},
+                        **UNAUTHORIZED, **UNAVAILABLE})
+async def feedback(body: FeedbackRequest, svc: ServiceDep, response: Response,
+                   _auth: ApiKeyDep) -> FeedbackResponse:
+    """Join the feedback with its decision and enqueue one transition for the trainer.
+
+    Each event id is accepted once; a repeat is answered 200 with status
+    ``duplicate`` and never learned twice."""
+    outcomes = svc.metrics.feedback
+    validate_reward(body.reward, svc.settings)
+    item, why = svc.item_ids.to_index(body.item_id)
+    if item is None:
+        outcomes.labels(outcome="rejected").inc()
+        raise RequestValidationError([field_error(("body", "item_id"), why, "unknown_item",
+                                                  body.item_id)])
+    try:
+        decision = await svc.store.get(body.event_id)
+    except redis_errors() as exc:
+        outcomes.labels(outcome="unavailable").inc()
+        raise unavailable(svc.settings, "cannot read the decision") from exc
+    if decision is None:
+        outcomes.labels(outcome="rejected").inc()
+        raise HTTPException(404, detail=f"unknown or expired event_id '{body.event_id}' "
+                            f"(decisions accept feedback for {svc.settings.decision_ttl_s}"
+                            f" s; at most the newest {svc.settings.decision_cap} are "
+                            "kept)")
+    if item not in decision.items:
+        outcomes.labels(outcome="rejected").inc()
+        slate = svc.item_ids.to_external(decision.items)
+        raise HTTPException(409, detail=f"item_id {body.item_id!r} was not recommended "
+                            f"in event '{body.event_id}' (slate: {slate})")
+    transition = decision.transition(item, body.reward, body.done)
+    try:
+        stream_id = await svc.bus.publish(transition)
+    except redis_errors() as exc:
+        outcomes.labels(outcome="unavailable").inc()
+        raise unavailable(svc.settings, "cannot enqueue the feedback") from exc
+    if stream_id is None:
+        outcomes.labels(outcome="duplicate").inc()
+        response.status_code = 200
+        return FeedbackResponse(event_id=body.event_id, status="duplicate")
+    outcomes.labels(outcome="accepted").inc()
+    return FeedbackResponse(event_id=body.event_id, status="accepted",
+                            stream_id=stream_id)

@@ -1,0 +1,73 @@
+"""``/v1/policy``: what this replica serves, and the admin rollback to a kept version."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException
+
+from app.deps import UNAUTHORIZED, AdminKeyDep, ServiceDep
+from app.schemas import ErrorResponse, PolicyInfo, RollbackRequest
+from app.settings import ServiceSettings
+from app.state import UNAVAILABLE, redis_errors, unavailable
+from trainer.transport.publication import VersionNotFoundError
+
+if TYPE_CHECKING:
+    from policy.mixed import MixedPolicy
+
+router = APIRouter(tags=["policy"])
+
+
+def _policy_info(policy: MixedPolicy, settings: ServiceSettings, **extra: Any) -> PolicyInfo:
+    meta = dict(policy.metadata)
+
+    def _opt_int(v: Any) -> int | None:
+        return None if v is None else int(v)
+
+    return PolicyInfo(
+        version=int(policy.version), scheme=str(policy.scheme), alpha=float(policy.alpha),
+        num_items=int(policy.num_items), updates=int(meta.get("updates", 0) or 0),
+        events_learned=int(meta.get("events_learned", 0) or 0),
+        parent_version=_opt_int(meta.get("parent_version")),
+        created_at=None if meta.get("created_at") is None else str(meta["created_at"]),
+        reward_min=settings.reward_min, reward_max=settings.reward_max, **extra)
+
+
+@router.get("/v1/policy", response_model=PolicyInfo,
+            summary="The served policy: version, scheme, α, learning progress")
+async def policy_info(svc: ServiceDep) -> PolicyInfo:
+    """What this replica serves, plus trainer lag and kept versions from Redis."""
+    policy = svc.holder.policy
+    lag: int | None = None
+    kept: list[int] = []
+    current: int | None = None
+    try:
+        stats = await svc.bus.stats()
+        lag = max(0, stats["enqueued"] - stats.get("events_learned", 0))
+        kept = await svc.registry.versions()
+        current = await svc.registry.current_version()
+    except redis_errors():
+        # Redis' part is optional: the served policy is answered even when it is down.
+        pass
+    return _policy_info(policy, svc.settings, trainer_lag=lag, kept_versions=kept,
+                        current_version=current)
+
+
+@router.post("/v1/policy/rollback", response_model=PolicyInfo,
+             summary="Serve an earlier kept version (admin)",
+             responses={404: {"model": ErrorResponse, "description": "version not kept"},
+                        **UNAUTHORIZED, **UNAVAILABLE})
+async def rollback(svc: ServiceDep, _auth: AdminKeyDep,
+                   body: Annotated[RollbackRequest | None, Body()] = None) -> PolicyInfo:
+    """Make an earlier version current for every replica; the trainer continues
+    from it."""
+    try:
+        version = await svc.registry.rollback(body.version if body else None)
+        await svc.watcher.sync()
+        kept = await svc.registry.versions()
+    except VersionNotFoundError as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+    except redis_errors() as exc:
+        raise unavailable(svc.settings, "cannot roll back") from exc
+    return _policy_info(svc.holder.policy, svc.settings, trainer_lag=None, kept_versions=kept,
+                        current_version=version)

@@ -1,0 +1,30 @@
+"""``POST /v1/recommend``: serve a slate from the current policy."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from app.deps import ServiceDep
+from app.item_ids import user_index
+from app.recommender import RecommendCall
+from app.schemas import RecommendRequest, RecommendResponse
+from app.validation import validate_recommend
+
+router = APIRouter(tags=["serving"])
+
+
+@router.post("/v1/recommend", response_model=RecommendResponse,
+             summary="Recommend k items for a user")
+async def recommend(req: RecommendRequest, svc: ServiceDep) -> RecommendResponse:
+    """Serve a slate from the current policy and record the decision for feedback."""
+    history, exclude = validate_recommend(req, svc.item_ids, svc.settings)
+    call = RecommendCall(uuid.uuid4().hex, user_index(req.user_id), history, req.k,
+                         exclude, req.explore)
+    slate, policy, recorded = await svc.recommender.recommend(call)
+    return RecommendResponse(
+        event_id=call.event_id, items=svc.item_ids.to_external(slate.items),
+        propensities=[float(p) for p in slate.propensities],
+        sources=list(slate.sources), policy_version=int(policy.version),
+        alpha=float(policy.alpha), decision_recorded=recorded)
