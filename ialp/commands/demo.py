@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="iALP checkpoint to start from (default: pre-train one into --out)")
     p.add_argument("--scheme", choices=["ap", "ft"], default="ap")
+    p.add_argument("--update-every", type=int, default=16,
+                   help="feedback events per learner update (default 16: the in-process "
+                   "experiments' one update per 16 interactions)")
+    p.add_argument("--alpha-steps", type=int, default=60,
+                   help="updates until α = 1 (default 60: the demo is short)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.set_defaults(func=_demo)
 
@@ -137,7 +142,8 @@ def _demo(args: argparse.Namespace) -> int:
     procs = [
         # The learner's defaults are the online A2C settings (trainer.learners.ONLINE_A2C).
         spawn_ialp(["trainer", *common, "--scheme", args.scheme, "--state-dir",
-                    str(args.out / f"state-{ns}")], logs[0], env=env),
+                    str(args.out / f"state-{ns}"), "--update-every", str(args.update_every),
+                    "--alpha-steps", str(args.alpha_steps)], logs[0], env=env),
         spawn_ialp(["serve", *common, "--port", str(port)], logs[1], env=env),
     ]
     url = f"http://127.0.0.1:{port}"

@@ -80,7 +80,7 @@ def test_the_reward_range_is_configurable_and_checked_at_start(
 def test_without_a_key_feedback_and_rollback_are_refused(
         http: httpx.Client, serve: Callable[[ServiceSettings], ThreadedServer],
         module_redis: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="app.main"):
+    with caplog.at_level(logging.WARNING, logger="app.deps"):
         srv = serve(make_settings(module_redis, api_key=None))
     assert "no IALP_API_KEY is set" in caplog.text
     event = _event(http, srv.url)  # recommending needs no key
@@ -95,7 +95,7 @@ def test_without_a_key_feedback_and_rollback_are_refused(
 def test_the_insecure_opt_out_accepts_anonymous_calls_and_warns(
         http: httpx.Client, serve: Callable[[ServiceSettings], ThreadedServer],
         module_redis: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="app.main"):
+    with caplog.at_level(logging.WARNING, logger="app.deps"):
         srv = serve(make_settings(module_redis, api_key=None, allow_anonymous=True))
     assert "INSECURE" in caplog.text
     assert _feedback(http, srv.url, _event(http, srv.url), 1.0, {}).status_code == 202

@@ -10,12 +10,12 @@ import redis.asyncio as aioredis
 
 from policy.types import Transition
 from trainer.transport.bus import (
-    InMemoryBus,
     RedisStreamBus,
     transition_from_json,
     transition_to_json,
 )
 from trainer.transport.keys import RedisKeys
+from trainer.transport.memory_bus import InMemoryBus
 
 
 def _t(i: int, **kw: object) -> Transition:

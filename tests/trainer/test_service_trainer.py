@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 
 from policy.types import Transition
 from trainer.online import TrainerService, TrainerSettings, TrainerState
-from trainer.transport.bus import InMemoryBus, RedisStreamBus, transition_to_json
+from trainer.transport.bus import RedisStreamBus, transition_to_json
 from trainer.transport.keys import RedisKeys
+from trainer.transport.memory_bus import InMemoryBus
 from trainer.transport.publication import PolicyRegistry
 
 N_ITEMS = 30

@@ -1,0 +1,329 @@
+"""The paper suite's results: aggregation over seeds, acceptance checks, plots and the
+regenerated ``docs/results.md``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy.exploration import STRATEGIES
+from simulator_client.experiments.suite_config import (
+    LABELS,
+    METRICS,
+    SuiteConfig,
+    experiment_config,
+)
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std()), "n": len(arr)}
+
+
+def _aggregate_runs(files: list[Path], methods: Sequence[str]) -> dict[str, Any]:
+    """Per method: curve (mean/std per evaluation point) and the three table points."""
+    runs = [json.loads(f.read_text()) for f in files]
+    out: dict[str, Any] = {}
+    for name in methods:
+        curves = [r["methods"][name]["curve"] for r in runs if name in r["methods"]]
+        if not curves:
+            continue
+        points = min(len(c) for c in curves)
+        curve = []
+        for i in range(points):
+            row: dict[str, Any] = {"step": float(np.mean([c[i]["step"] for c in curves]))}
+            for key in METRICS:
+                row[key] = _stats([c[i][key] for c in curves])
+            curve.append(row)
+        seconds = [r["methods"][name]["train"]["seconds"] for r in runs if name in r["methods"]]
+        out[name] = {
+            "curve": curve,
+            "at0": curve[0],
+            "at1": curve[1] if points > 1 else curve[0],
+            "final": curve[-1],
+            "seeds": len(curves),
+            "seconds": _stats(seconds),
+        }
+    return out
+
+
+def aggregate(out: Path, cfg: SuiteConfig, *, methods: Sequence[str],
+              explore: Sequence[str]) -> dict[str, Any]:
+    """Read every run's results.json under ``out`` into the suite summary."""
+    example = experiment_config(cfg, cfg.seeds[0])
+    summary: dict[str, Any] = {
+        "suite": "paper", "quick": cfg.quick, "envs": list(cfg.envs), "seeds": list(cfg.seeds),
+        "methods": list(methods), "explore_methods": list(explore), "command": cfg.command,
+        "experiment": asdict(replace(example, seed=-1)),
+        "epoch_interactions": example.eval_every, "results": {}, "explore": {},
+        "labels": LABELS,
+    }
+    for env_name in cfg.envs:
+        files = sorted((out / env_name).glob("seed*/results.json"))
+        if files:
+            summary["results"][env_name] = _aggregate_runs(files, methods)
+        files = sorted((out / "explore" / env_name).glob("seed*/results.json"))
+        if files and explore:
+            summary["explore"][env_name] = _aggregate_runs(files, explore)
+    summary["checks"] = _checks(summary)
+    return summary
+
+
+def _checks(summary: dict[str, Any]) -> dict[str, Any]:
+    """The acceptance checks per environment: A-iALP_ap's R@0 ≥ 2 × A2C's and its final
+    Return ≥ A2C's; A-iALP_ap's final Return ≥ 1.2 × the popularity list's and ≥ the VW
+    bandit's; A2C's final Return ≥ 3 × random's (each where both methods ran)."""
+    checks: dict[str, Any] = {}
+    for env_name, res in summary["results"].items():
+        def final(name: str, _res: dict[str, Any] = res) -> float | None:
+            return float(_res[name]["final"]["return"]["mean"]) if name in _res else None
+
+        peers: dict[str, Any] = {}
+        ap, pop, vw = final("ialp-ap"), final("popular"), final("vw-bandit")
+        a2c, rnd = final("a2c"), final("random")
+        if ap is not None and pop is not None:
+            peers["ap_over_popular"] = ap / pop if pop else float("inf")
+            peers["ap_at_least_1_2_popular"] = bool(ap >= 1.2 * pop)
+        if ap is not None and vw is not None:
+            peers["ap_minus_vw"] = ap - vw
+            peers["ap_at_least_vw"] = bool(ap >= vw)
+        if a2c is not None and rnd is not None:
+            peers["a2c_over_random"] = a2c / rnd if rnd else float("inf")
+            peers["a2c_at_least_3_random"] = bool(a2c >= 3 * rnd)
+        if peers:
+            checks.setdefault(env_name, {}).update(peers)
+        if "ialp-ap" not in res or "a2c" not in res:
+            continue
+        ap0, a2c0 = res["ialp-ap"]["at0"]["return"]["mean"], res["a2c"]["at0"]["return"]["mean"]
+        apf, a2cf = (res["ialp-ap"]["final"]["return"]["mean"],
+                     res["a2c"]["final"]["return"]["mean"])
+        checks.setdefault(env_name, {}).update({
+            "r0_ratio": ap0 / a2c0 if a2c0 else float("inf"),
+            "r0_at_least_twice": bool(ap0 >= 2 * a2c0),
+            "final_gap": apf - a2cf,
+            "final_at_least_a2c": bool(apf >= a2cf),
+        })
+    return checks
+
+
+def _band(ax: Any, curve: list[dict[str, Any]], key: str, label: str) -> None:
+    x = np.asarray([p["step"] for p in curve])
+    m = np.asarray([p[key]["mean"] for p in curve])
+    s = np.asarray([p[key]["std"] for p in curve])
+    (line,) = ax.plot(x, m, marker="o", ms=3, label=label)
+    ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
+
+
+def plot_suite(summary: dict[str, Any], out: Path) -> list[Path]:
+    """curves-<env>.png (Return and Length, mean ± std over seeds; Figures 4–7) and
+    explore-<env>.png (Figures 8–9). Returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = summary.get("labels", LABELS)
+    written = []
+    n_seeds = len(summary["seeds"])
+    for env_name, res in summary["results"].items():
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        for name, agg in res.items():
+            for ax, key in zip(axes, ("return", "length"), strict=True):
+                _band(ax, agg["curve"], key, labels.get(name, name))
+        for ax, title in zip(axes, ("Return", "Length"), strict=True):
+            ax.set_title(f"{env_name}: test {title}")
+            ax.set_xlabel("training interactions")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{env_name}: mean ± std over {n_seeds} seeds")
+        fig.tight_layout()
+        path = out / f"curves-{env_name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    for env_name, res in summary["explore"].items():
+        fig, axes = plt.subplots(2, len(STRATEGIES), figsize=(13, 6.5), squeeze=False)
+        for col, strat in enumerate(STRATEGIES):
+            for name, agg in res.items():
+                base, _, s = name.partition("+")
+                if s != strat:
+                    continue
+                for row, key in enumerate(("return", "length")):
+                    _band(axes[row][col], agg["curve"], key, labels.get(base, base))
+            axes[0][col].set_title({"epsilon": "ε-greedy", "categorical": "categorical",
+                                    "greedy": "greedy"}[strat])
+            for row, key in enumerate(("Return", "Length")):
+                axes[row][col].set_ylabel(key)
+                axes[row][col].grid(alpha=0.3)
+                axes[1][col].set_xlabel("training interactions")
+            axes[0][col].legend(fontsize=8)
+        fig.suptitle(f"{env_name}: exploration strategies (test environment)")
+        fig.tight_layout()
+        path = out / f"explore-{env_name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _fmt(stat: dict[str, float], digits: int = 2) -> str:
+    if stat.get("n", 2) < 2:
+        return f"{stat['mean']:.{digits}f} (1 seed)"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _table(summary: dict[str, Any], point: str, suffix: str) -> list[str]:
+    labels = summary.get("labels", LABELS)
+    envs = list(summary["results"])
+    head = "| Method | " + " | ".join(
+        f"{e} R{suffix} | {e} Len{suffix} | {e} Ravg{suffix}" for e in envs) + " |"
+    lines = [head, "|---|" + "---:|" * (3 * len(envs))]
+    for name in summary["methods"]:
+        cells = []
+        for e in envs:
+            agg = summary["results"][e].get(name)
+            if agg is None:
+                cells += ["–"] * 3
+                continue
+            p = agg[point]
+            cells += [_fmt(p["return"]), _fmt(p["length"]), _fmt(p["r_avg"], 3)]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _reading(summary: dict[str, Any]) -> list[str]:
+    """Plain statements computed from the numbers (no claim without its number)."""
+    out = []
+    for env_name, res in summary["results"].items():
+        def m(name: str, point: str, key: str = "return", _res: dict[str, Any] = res) -> float:
+            return float(_res[name][point][key]["mean"]) if name in _res else float("nan")
+
+        scratch = [n for n in ("dqn", "pg", "a2c") if n in res]
+        best0 = max(scratch, key=lambda n: m(n, "at0")) if scratch else None
+        bestf = max(res, key=lambda n: m(n, "final"))
+        line = f"* **{env_name}**: "
+        if "ialp" in res and best0 is not None:
+            line += (f"iALP starts at R@0 = {m('ialp', 'at0'):.2f} against "
+                     f"{m(best0, 'at0'):.2f} for the best from-scratch method "
+                     f"({LABELS.get(best0, best0)}), a ratio of "
+                     f"{m('ialp', 'at0') / max(m(best0, 'at0'), 1e-9):.2f}. ")
+        if "ialp-ap" in res and "a2c" in res:
+            line += (f"After one epoch A-iALP_ap has {m('ialp-ap', 'at1'):.2f} vs A2C "
+                     f"{m('a2c', 'at1'):.2f}; final Return {m('ialp-ap', 'final'):.2f} vs "
+                     f"{m('a2c', 'final'):.2f}. ")
+        if "ialp-ap" in res and "ialp-ap-random" in res:
+            line += (f"β copied from θ ends at {m('ialp-ap', 'final'):.2f}, a random β at "
+                     f"{m('ialp-ap-random', 'final'):.2f}. ")
+        line += (f"Highest final Return: {LABELS.get(bestf, bestf)} "
+                 f"({m(bestf, 'final'):.2f}).")
+        out.append(line)
+    return out
+
+
+def write_results_md(suite_json: str | Path, docs_dir: str | Path) -> Path:
+    """Regenerate ``docs_dir/results.md`` (and copy the figures to ``docs_dir/img`` and
+    the summary to ``docs_dir/results/paper-suite.json``) from a suite.json file."""
+    src = Path(suite_json)
+    summary = json.loads(src.read_text())
+    docs = Path(docs_dir)
+    (docs / "img").mkdir(parents=True, exist_ok=True)
+    (docs / "results").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, docs / "results" / "paper-suite.json")
+    figs = []
+    for png in sorted(src.parent.glob("*.png")):
+        if png.name.startswith(("curves-", "explore-")):
+            dest = docs / "img" / f"results-{png.name}"
+            shutil.copyfile(png, dest)
+            figs.append(dest.name)
+    exp = summary["experiment"]
+    mode = "quick" if summary["quick"] else "full"
+    wall = summary.get("wall_seconds", {})
+    lines = [
+        "# Results: the paper's experiments on our environments",
+        "",
+        "Generated by `ialp experiment --suite paper` from `results/paper-suite.json`; do not "
+        "edit by hand (the analysis that is not generated lives in "
+        "[results-notes.md](results-notes.md)).",
+        "",
+        "## Command",
+        "",
+        "```bash",
+        summary.get("command") or "ialp experiment --suite paper ...",
+        "```",
+        "",
+        f"Mode: **{mode}**. Environments: {', '.join(summary['envs'])}; seeds "
+        f"{', '.join(str(s) for s in summary['seeds'])} (every method, same seeds, same test "
+        f"users). Budget per run: {exp['steps']:,} training interactions "
+        f"({exp['num_envs']} users in parallel), evaluation every {exp['eval_every']:,} "
+        f"interactions on {exp['eval_episodes']} test episodes. One epoch (Table 4) = "
+        f"{summary['epoch_interactions']:,} interactions. Network: SASRec H = {exp['hidden']}, "
+        f"{exp['blocks']} block(s), window {exp['max_len']}; history masking "
+        f"{'on' if exp['online']['mask_history'] else 'off'}. Wall time: "
+        f"{wall.get('total', float('nan')) / 60:.1f} min with {summary.get('jobs', 1)} "
+        f"worker process(es), {summary.get('cpu_seconds', float('nan')) / 60:.1f} CPU-minutes "
+        "(user + system, all processes); wall time of the runs per environment: "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in summary.get("busy_seconds", {}).items())
+        + ". Values are mean ± std over seeds.",
+        "",
+        "## Table 3: initial performance (epoch 0)",
+        "",
+        *_table(summary, "at0", "@0"),
+        "",
+        "## Table 4: after one epoch",
+        "",
+        *_table(summary, "at1", "@1"),
+        "",
+        "## Table 5: final performance",
+        "",
+        *_table(summary, "final", ""),
+        "",
+        "## Acceptance check: A-iALP_ap against A2C",
+        "",
+        "| Env | R@0 ratio (A-iALP_ap / A2C) | ≥ 2 | final Return gap (A-iALP_ap − A2C) | ≥ 0 |",
+        "|---|---:|:-:|---:|:-:|",
+    ]
+    def yes(flag: Any) -> str:
+        return "–" if flag is None else ("yes" if flag else "no")
+
+    def num(value: Any, fmt: str) -> str:
+        return "–" if value is None else format(value, fmt)
+
+    for env_name, c in summary.get("checks", {}).items():
+        if "r0_ratio" in c:
+            lines.append(f"| {env_name} | {c['r0_ratio']:.2f} | "
+                         f"{yes(c['r0_at_least_twice'])} | {c['final_gap']:+.2f} | "
+                         f"{yes(c['final_at_least_a2c'])} |")
+    lines += ["", "## Acceptance check: against the peers (final Return)", "",
+              "| Env | A-iALP_ap / popular | ≥ 1.2 | A-iALP_ap − VW | ≥ 0 | A2C / random | ≥ 3 |",
+              "|---|---:|:-:|---:|:-:|---:|:-:|"]
+    for env_name, c in summary.get("checks", {}).items():
+        lines.append(
+            f"| {env_name} | {num(c.get('ap_over_popular'), '.2f')} | "
+            f"{yes(c.get('ap_at_least_1_2_popular'))} | {num(c.get('ap_minus_vw'), '+.2f')} | "
+            f"{yes(c.get('ap_at_least_vw'))} | {num(c.get('a2c_over_random'), '.2f')} | "
+            f"{yes(c.get('a2c_at_least_3_random'))} |")
+    lines += ["", "## Reading (computed from the tables)", "", *_reading(summary), "",
+              "## Figures", ""]
+    for name in figs:
+        lines += [f"![{name}](img/{name})", ""]
+    if summary.get("explore"):
+        lines += ["Exploration comparison: the final Return per strategy.", "",
+                  "| Env | Method | " + " | ".join(STRATEGIES) + " |",
+                  "|---|---|" + "---:|" * len(STRATEGIES)]
+        for env_name, res in summary["explore"].items():
+            bases = sorted({n.partition("+")[0] for n in res})
+            for base in bases:
+                cells = [_fmt(res[f"{base}+{s}"]["final"]["return"]) if f"{base}+{s}" in res
+                         else "–" for s in STRATEGIES]
+                lines.append(f"| {env_name} | {LABELS.get(base, base)} | "
+                             + " | ".join(cells) + " |")
+        lines.append("")
+    path = docs / "results.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
