@@ -9,25 +9,16 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from trainer.transport.settings import DeploymentSettings
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(DeploymentSettings):
     """Everything the API process can be configured with."""
 
     model_config = SettingsConfigDict(env_prefix="IALP_", extra="ignore")
 
-    redis_url: str | None = Field(
-        default=None,
-        description="Redis URL; unset starts (or reuses) an embedded redis-server.")
-    embedded_redis_port: int = Field(
-        default=6399, description="Port of the embedded redis-server.")
-    embedded_redis_dir: Path | None = Field(
-        default=None, description="Data folder of the embedded redis-server "
-        "(default $IALP_CACHE_DIR/redis).")
-    namespace: str = Field(
-        default="ialp", pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Prefix of every Redis key of this deployment.")
     checkpoint: Path | None = Field(
         default=None, description="Policy checkpoint served until the trainer publishes "
         "a version (ignored when Redis already holds a current version).")
@@ -36,11 +27,6 @@ class ServiceSettings(BaseSettings):
         "index i (an items file with an item_id column, or one id per line). Unset: "
         "catalogue.txt in the checkpoint folder when present, else items are 0-based "
         "integer indices.")
-    num_items: int = Field(
-        default=300, ge=1, description="Catalogue size of the untrained policy used "
-        "when no checkpoint is given (demos, tests).")
-    max_len: int = Field(default=50, ge=1, description="History window of that policy.")
-    seed: int = Field(default=0, description="Seed of the untrained policy and of sampling.")
     max_history: int = Field(
         default=200, ge=1, description="Longest history accepted by /v1/recommend.")
     max_k: int = Field(default=20, ge=1, description="Largest slate size k.")
@@ -52,12 +38,8 @@ class ServiceSettings(BaseSettings):
     batch_max_wait_ms: float = Field(
         default=2.0, ge=0.0, description="Longest time the first request of a batch "
         "waits for company.")
-    torch_threads: int = Field(default=1, ge=1, description="Intra-op threads of torch.")
     decision_ttl_s: int = Field(
         default=24 * 3600, ge=1, description="How long a decision accepts feedback.")
-    dedup_ttl_s: int = Field(
-        default=7 * 24 * 3600, ge=1, description="How long an event id is remembered "
-        "for de-duplication (keep it >= decision_ttl_s).")
     default_reward: float | None = Field(
         default=None, description="Reward learned for a decision whose feedback never "
         "came (unset: such decisions are not learned).")
@@ -123,7 +105,6 @@ class ServiceSettings(BaseSettings):
         "headers in bytes.")
     policy_poll_s: float = Field(
         default=0.5, gt=0.0, description="Version check interval besides pub/sub.")
-    keep_versions: int = Field(default=5, ge=1, description="Policy versions kept.")
     redis_timeout_s: float = Field(
         default=0.5, gt=0.0, description="Socket timeout of Redis calls.")
     redis_cooldown_s: float = Field(

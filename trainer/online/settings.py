@@ -7,30 +7,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from trainer.transport.settings import DeploymentSettings
 
 
-class TrainerSettings(BaseSettings):
+class TrainerSettings(DeploymentSettings):
     """Configuration of ``ialp trainer`` (environment ``IALP_*`` or flags)."""
 
     model_config = SettingsConfigDict(env_prefix="IALP_", extra="ignore")
 
-    redis_url: str | None = Field(
-        default=None, description="Redis URL; unset uses (or starts) the embedded server.")
-    embedded_redis_port: int = Field(default=6399, description="Embedded server port.")
-    embedded_redis_dir: Path | None = Field(default=None, description="Embedded data dir.")
-    namespace: str = Field(default="ialp", pattern=r"^[A-Za-z0-9_.-]+$",
-                           description="Prefix of every Redis key of this deployment.")
     checkpoint: Path | None = Field(
         default=None, description="Initial policy (θ) when neither the state directory "
         "nor Redis holds one.")
     state_dir: Path = Field(
         default=Path("runs/trainer"), description="Where the trainer checkpoints every "
         "published version and its counters (restart continues from here).")
-    num_items: int = Field(default=300, ge=1, description="Catalogue size of the untrained "
-                           "policy used when no checkpoint exists.")
-    max_len: int = Field(default=50, ge=1, description="History window of that policy.")
-    seed: int = Field(default=0, description="Seed of initialisation and learning.")
     method: str | None = Field(
         default=None, description="Learner passed to make_learner(); unset: the scheme's "
         "own (ap: the eq. 15 learner, ft: the fine-tune learner), the same classes the "
@@ -49,7 +41,6 @@ class TrainerSettings(BaseSettings):
     alpha_schedule: str = Field(default="linear", description="constant/linear/exponential.")
     alpha_start: float = Field(default=0.0, ge=0.0, le=1.0, description="α at update 0.")
     alpha_steps: int = Field(default=200, ge=1, description="Updates until α = 1.")
-    keep_versions: int = Field(default=5, ge=1, description="Versions kept for rollback.")
     group: str = Field(default="trainer", description="Consumer group name.")
     consumer: str = Field(
         default_factory=lambda: f"trainer-{socket.gethostname()}",
@@ -62,8 +53,6 @@ class TrainerSettings(BaseSettings):
     claim_every_s: float = Field(default=5.0, gt=0.0, description="Claim interval.")
     max_deliveries: int = Field(default=5, ge=1, description="Deliveries before an entry "
                                 "is dead-lettered.")
-    dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="How long learned "
-                             "event ids are remembered.")
     metrics_port: int = Field(default=0, ge=0, description="Prometheus port (0: off).")
     redis_timeout_s: float = Field(
         default=10.0, gt=0.0, description="Socket timeout of Redis commands (beyond the "
@@ -71,7 +60,6 @@ class TrainerSettings(BaseSettings):
     audit_log: Path | None = Field(
         default=None, description="Append which event ids each saved state learned "
         "(JSON lines, trainer/audit.py); unset: off.")
-    torch_threads: int = Field(default=1, ge=1, description="Intra-op threads of torch.")
     guard_window: int = Field(
         default=2000, ge=0, description="Reward guardrail: feedback transitions compared "
         "per check (sliding window; 0 disables the guardrail).")
