@@ -306,15 +306,8 @@ class _JudgePolicy:
                            for c, p in zip(cands, picks, strict=True)], dtype=np.int64)
 
 
-class _Uniform:
-    def __init__(self, num_items: int) -> None:
-        self.num_items = num_items
-
-    def act(self, obs: Any, rng: np.random.Generator) -> np.ndarray:
-        return rng.integers(0, self.num_items, size=len(obs))
-
-
 def _judge_policy(args: argparse.Namespace) -> int:
+    from simulator_client.baselines import RandomPolicy
     from simulator_client.evaluation import evaluate
     from simulator_client.registry import make_env
 
@@ -322,7 +315,7 @@ def _judge_policy(args: argparse.Namespace) -> int:
     judge = judge_from_args(args, args.env, env_item_text(args.env))
     rows = []
     try:
-        for name, pol in (("random", _Uniform(env.num_items)),
+        for name, pol in (("random", RandomPolicy(env.num_items)),
                           (f"judge over {args.k} random", _JudgePolicy(judge, env.num_items,
                                                                        args.k))):
             m = evaluate(env, pol, episodes=args.episodes, seed=args.seed)

@@ -15,7 +15,7 @@ from policy.config import PolicyConfig
 from policy.mixed import MixedPolicy
 from trainer.learners.a2c import ONLINE_A2C, PAPER_A2C, A2CConfig, A2CLearner
 from trainer.learners.adaptive import APConfig, APLearner, FTConfig, FTLearner
-from trainer.learners.base import BaseLearner, Learner, NonFiniteLossError, OptimConfig
+from trainer.learners.base import BaseLearner, Learner, NonFiniteLossError
 from trainer.learners.dqn import DQNConfig, DQNLearner
 from trainer.learners.pg import PGConfig, PGLearner
 
@@ -33,7 +33,6 @@ __all__ = [
     "FTLearner",
     "Learner",
     "NonFiniteLossError",
-    "OptimConfig",
     "PGConfig",
     "PGLearner",
     "available_learners",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -47,20 +47,6 @@ class Learner(Protocol):
     def acting_policy(self) -> MixedPolicy:
         """A policy sharing the live weights (no copy), for in-process data collection."""
         ...
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Optimizer settings shared by every learner."""
-
-    lr: float = 1e-3
-    """Adam learning rate."""
-    weight_decay: float = 0.0
-    """Adam L2 penalty."""
-    grad_clip: float = 10.0
-    """Global gradient-norm clip; 0 disables clipping."""
-    gamma: float = 0.9
-    """Discount factor γ."""
 
 
 class BaseLearner:

@@ -299,24 +299,12 @@ for _strategy in STRATEGIES:
                         _ialp_factory(_base, _learner, _forced, strategy=_strategy))
 
 
-def pretrain_summary(path: Path) -> dict[str, Any]:
-    """The ``pretrain.json`` summary next to a cached checkpoint (empty if absent)."""
-    doc = path.parent / "pretrain.json"
-    if not doc.exists():
-        return {}
-    data = json.loads(doc.read_text(encoding="utf-8"))
-    summary = data.get("summary", {})
-    return {k: summary.get(k) for k in ("transitions", "updates", "select_rate", "none_rate",
-                                        "seconds")}
-
-
 __all__ = [
     "IALP_METHODS",
     "QUICK_PRETRAIN",
     "ExploringAgent",
     "FrozenAgent",
     "load_theta",
-    "pretrain_summary",
     "pretrain_theta",
     "theta_cache_path",
 ]
