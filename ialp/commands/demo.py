@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "experiments' one update per 16 interactions)")
     p.add_argument("--alpha-steps", type=int, default=60,
                    help="updates until α = 1 (default 60: the demo is short)")
+    p.add_argument("--replay-updates", type=int, default=3,
+                   help="rehearsal updates per update on recently learned feedback "
+                   "(default 3, about the in-process experiments' reuse of each transition)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.set_defaults(func=_demo)
 
@@ -143,7 +146,8 @@ def _demo(args: argparse.Namespace) -> int:
         # The learner's defaults are the online A2C settings (trainer.learners.ONLINE_A2C).
         spawn_ialp(["trainer", *common, "--scheme", args.scheme, "--state-dir",
                     str(args.out / f"state-{ns}"), "--update-every", str(args.update_every),
-                    "--alpha-steps", str(args.alpha_steps)], logs[0], env=env),
+                    "--alpha-steps", str(args.alpha_steps), "--replay-updates",
+                    str(args.replay_updates)], logs[0], env=env),
         spawn_ialp(["serve", *common, "--port", str(port)], logs[1], env=env),
     ]
     url = f"http://127.0.0.1:{port}"

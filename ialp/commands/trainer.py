@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learner-options", type=json.loads,
                    help='JSON keyword arguments of the learner, e.g. \'{"lr": 1e-3}\'')
     p.add_argument("--update-every", type=int, help="transitions per update")
+    p.add_argument("--replay-updates", type=int,
+                   help="rehearsal: extra updates per update on recently learned transitions")
     p.add_argument("--flush-idle-s", type=float)
     p.add_argument("--alpha-schedule", choices=["constant", "linear", "exponential"])
     p.add_argument("--alpha-start", type=float)
@@ -40,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 _FIELDS = ("redis_url", "namespace", "checkpoint", "state_dir", "num_items", "method",
+           "replay_updates",
            "scheme", "beta_init", "learner_options", "update_every", "flush_idle_s",
            "alpha_schedule", "alpha_start", "alpha_steps", "keep_versions", "consumer",
            "claim_idle_ms", "max_deliveries", "metrics_port", "seed")

@@ -290,3 +290,23 @@ def test_demo_trainer_and_suite_use_one_learner_class_per_scheme(tmp_path: Path)
         suite_learner = IALP_METHODS[suite_method][1]
         assert suite_learner is not None
         assert learner_class(trainer.method) is learner_class(suite_learner)
+
+
+async def test_rehearsal_reuses_learned_transitions_without_counting_them_twice(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    """``replay_updates``: more learner steps per batch, each event still learned once."""
+    from trainer.audit import learned_counts
+
+    audit = tmp_path / "audit.jsonl"
+    trainer = _trainer(client, _settings(tmp_path, redis_namespace, replay_updates=2,
+                                         replay_batch=8, audit_log=audit))
+    await trainer.setup()
+    steps_before = trainer.learner.steps
+    for i in range(16):
+        await trainer.bus.publish(_t(i))
+    await _drain(trainer)
+    assert trainer.state.updates == 2 and trainer.state.events_learned == 16
+    assert trainer.learner.steps - steps_before == 2 * (1 + 2)  # each update + 2 rehearsals
+    learned, _ = learned_counts(audit)
+    assert sorted(learned) == sorted(f"ev{i}" for i in range(16))
+    assert set(learned.values()) == {1}

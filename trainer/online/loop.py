@@ -32,6 +32,7 @@ from trainer.audit import LearnAudit
 from trainer.guardrail import GuardConfig, RewardGuard
 from trainer.online.metrics import TrainerMetrics
 from trainer.online.quarantine import fit_or_isolate
+from trainer.online.rehearsal import Rehearsal
 from trainer.online.settings import TrainerSettings
 from trainer.online.state import POLICY_DIR, TrainerState, initial_policy
 from trainer.transport.bus import Delivery, FeedbackBus, transition_to_json
@@ -80,6 +81,7 @@ class TrainerService:
         self._needs_resync = False
         self._guard_alarmed = False
         self.audit = LearnAudit(settings.audit_log) if settings.audit_log else None
+        self.rehearsal = Rehearsal(updates=0, capacity=1, batch_size=1, max_len=1, seed=0)
         s = settings
         self.guard = RewardGuard(GuardConfig(
             window=s.guard_window, min_samples=s.guard_min_samples, z=s.guard_z,
@@ -115,6 +117,10 @@ class TrainerService:
                 f"leave --method unset to use the scheme's learner")
         self.num_items = policy.num_items
         self.max_len = policy.config.max_len
+        if self.rehearsal.memory is None and s.replay_updates > 0:
+            self.rehearsal = Rehearsal(updates=s.replay_updates, capacity=s.replay_capacity,
+                                       batch_size=s.replay_batch, max_len=self.max_len,
+                                       seed=s.seed + 3)
 
     def _compose(self, version: int, parent: int | None) -> MixedPolicy:
         """The policy to publish after ``self.state.updates`` updates."""
@@ -288,6 +294,8 @@ class TrainerService:
         if bad:
             await self._quarantine(bad)
         if learned:
+            self._sync_alpha_step()
+            await self.rehearsal.run(self.learner, learned)
             problem = await asyncio.to_thread(self._nonfinite, stats)
             if problem is not None:
                 await self._reject(learned, *problem)

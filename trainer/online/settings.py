@@ -35,6 +35,13 @@ class TrainerSettings(DeploymentSettings):
     learner_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments of make_learner (JSON).")
     update_every: int = Field(default=64, ge=1, description="Transitions per update.")
+    replay_updates: int = Field(
+        default=0, ge=0, description="Rehearsal: extra updates after each update, on "
+        "minibatches sampled from transitions this process already learned (in memory), "
+        "as the in-process experiments' replay does; 0: each event is used once.")
+    replay_capacity: int = Field(default=20_000, ge=1,
+                                 description="Rehearsal memory size (transitions).")
+    replay_batch: int = Field(default=64, ge=1, description="Rehearsal minibatch size.")
     flush_idle_s: float = Field(
         default=5.0, ge=0.0, description="Update with fewer transitions after this long "
         "without new ones (0: never), so quiet periods still get learned.")
