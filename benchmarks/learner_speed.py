@@ -35,8 +35,8 @@ import torch
 from simulator_client.experiments import ExperimentConfig, policy_config_for
 from simulator_client.item_features import features_for
 from simulator_client.registry import make_env
+from trainer.agents import LearnerAgent, OnlineConfig, StepBatch
 from trainer.learners import make_learner
-from trainer.runner import LearnerAgent, OnlineConfig, StepBatch
 
 ENVS = ("coat", "lfm", "industry")
 METHODS = ("a2c", "ap", "dqn")

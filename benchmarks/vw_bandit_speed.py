@@ -30,7 +30,7 @@ import numpy as np
 
 from simulator_client.experiments.methods.vw_bandit import VWBanditAgent, VWBanditConfig
 from simulator_client.registry import make_env
-from trainer.runner import StepBatch
+from trainer.agents import StepBatch
 
 
 def measure(env_name: str, steps: int, seed: int) -> dict[str, Any]:

@@ -114,7 +114,7 @@ def _demo(args: argparse.Namespace) -> int:
     from ialp.output import format_table
     from ialp.procs import spawn_ialp, stop_all
     from simulator_client.registry import make_env
-    from simulator_client.replay import SimulateConfig, simulate, write_outputs
+    from simulator_client.simulate import SimulateConfig, simulate, write_outputs
     from trainer.transport.redis_server import EmbeddedRedis, free_port
 
     # Child processes (redis-server changes its working folder) get absolute paths only.

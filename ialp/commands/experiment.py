@@ -148,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from simulator_client.experiments import ExperimentConfig, run_experiment, table_rows
     from simulator_client.registry import make_env
-    from trainer.runner import OnlineConfig
+    from trainer.agents import OnlineConfig
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:

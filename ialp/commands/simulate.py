@@ -59,7 +59,7 @@ def _api_key() -> str | None:
 
 def _simulate(args: argparse.Namespace) -> int:
     from simulator_client.registry import make_env
-    from simulator_client.replay import SimulateConfig, simulate, write_outputs
+    from simulator_client.simulate import SimulateConfig, simulate, write_outputs
 
     config = SimulateConfig(
         env=args.env, rounds=args.rounds, episodes=args.episodes,

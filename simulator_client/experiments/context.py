@@ -16,8 +16,8 @@ from policy.config import PolicyConfig
 from policy.item_features import ItemFeatures
 from policy.mixed import MixedPolicy
 from simulator_client.envs.base import RecBatchEnv
+from trainer.agents import Agent, LearnerAgent, OnlineConfig
 from trainer.learners import make_learner
-from trainer.runner import Agent, LearnerAgent, OnlineConfig
 
 CURVE_METRICS = ("return", "length", "r_avg")
 

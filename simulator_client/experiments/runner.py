@@ -1,7 +1,7 @@
 """In-process experiments: train methods online against a training environment and
 evaluate them periodically on the test environment (the paper's learning curves).
 
-Every method is an ``Agent`` (``trainer.runner``). ``random`` and every learner registered
+Every method is an ``Agent`` (``trainer.agents``). ``random`` and every learner registered
 in ``trainer.learners`` (a2c, dqn, pg, ...) are available by name; other methods (a
 pre-trained iALP, LLMOnline, a bandit) plug in with :func:`register_method`.
 
@@ -37,8 +37,8 @@ from simulator_client.experiments.context import (
 )
 from simulator_client.experiments.report import plot_curves
 from simulator_client.item_features import ItemFeatureConfig, features_for
+from trainer.agents import Agent, EvalActor, LearnerAgent, RandomAgent, StepBatch
 from trainer.learners import available_learners
-from trainer.runner import Agent, EvalActor, LearnerAgent, RandomAgent, StepBatch
 
 
 def available_methods() -> list[str]:

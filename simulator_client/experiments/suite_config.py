@@ -8,8 +8,8 @@ from typing import Any
 
 from simulator_client.experiments.context import ExperimentConfig
 from simulator_client.experiments.methods.ialp import QUICK_PRETRAIN
+from trainer.agents import OnlineConfig
 from trainer.learners import ONLINE_A2C
-from trainer.runner import OnlineConfig
 
 PAPER_METHODS = ("random", "popular", "sasrec", "vw-bandit", "dqn", "pg", "a2c", "ialp",
                  "ialp-sampled", "ialp-ft", "ialp-ap", "ialp-ap-random", "llm-online")

@@ -29,7 +29,7 @@ from simulator_client.experiments.methods.llm_online import (
     judge_for_env,
     make_llm_online_agent,
 )
-from trainer.runner import OnlineConfig, StepBatch
+from trainer.agents import OnlineConfig, StepBatch
 
 N_ITEMS = 24
 PAYING = slice(6, 12)

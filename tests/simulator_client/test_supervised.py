@@ -14,7 +14,7 @@ from simulator_client.experiments.methods.supervised import (
     next_item_examples,
     train_sasrec,
 )
-from trainer.runner import OnlineConfig
+from trainer.agents import OnlineConfig
 
 N_ITEMS = 20
 

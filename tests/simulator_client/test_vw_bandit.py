@@ -18,7 +18,7 @@ from simulator_client.experiments.methods.vw_bandit import (
     item_features,
     nearest_neighbours,
 )
-from trainer.runner import OnlineConfig, StepBatch
+from trainer.agents import OnlineConfig, StepBatch
 
 BEST = 7
 

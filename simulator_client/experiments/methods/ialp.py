@@ -48,9 +48,9 @@ from policy.mixed import MixedPolicy
 from simulator_client.datasets.paths import cache_dir
 from simulator_client.envs.base import RecBatchEnv
 from simulator_client.experiments.context import MethodContext, register_method
+from trainer.agents import Agent, EvalActor, LearnerAgent, OnlineConfig, StepBatch
 from trainer.learners import make_learner
 from trainer.learners.base import Learner
-from trainer.runner import Agent, EvalActor, LearnerAgent, OnlineConfig, StepBatch
 
 log = logging.getLogger(__name__)
 

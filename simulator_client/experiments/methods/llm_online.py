@@ -28,9 +28,9 @@ import numpy as np
 from policy.judge.base import BaseJudge
 from policy.mixed import MixedPolicy
 from simulator_client.experiments.context import MethodContext, register_method
+from trainer.agents import EvalActor, LearnerAgent, OnlineConfig
 from trainer.learners import ONLINE_A2C, make_learner
 from trainer.learners.base import Learner
-from trainer.runner import EvalActor, LearnerAgent, OnlineConfig
 
 METHOD_NAME = "llm-online"
 

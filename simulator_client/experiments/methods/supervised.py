@@ -35,7 +35,7 @@ from policy.mixed import MixedPolicy
 from policy.types import PAD, pad_histories
 from simulator_client.experiments.context import MethodContext, register_method
 from simulator_client.item_features import training_logs
-from trainer.runner import Agent, EvalActor, OnlineConfig, StepBatch
+from trainer.agents import Agent, EvalActor, OnlineConfig, StepBatch
 
 METHOD_NAME = "sasrec"
 

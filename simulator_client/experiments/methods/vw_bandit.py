@@ -47,7 +47,7 @@ from policy.item_features import ItemFeatures
 from policy.types import PAD
 from simulator_client.envs.base import RecBatchEnv
 from simulator_client.experiments.context import MethodContext, register_method
-from trainer.runner import EvalActor, StepBatch
+from trainer.agents import EvalActor, StepBatch
 
 METHOD_NAME = "vw-bandit"
 

@@ -12,7 +12,7 @@ from policy.checkpoint import load_checkpoint
 from simulator_client.envs.base import MatrixReward, RecBatchEnv
 from simulator_client.envs.leave import DistanceLeaveRule, euclidean_item_distances
 from simulator_client.experiments import ExperimentConfig, run_experiment, table_rows
-from trainer.runner import OnlineConfig
+from trainer.agents import OnlineConfig
 
 
 def _env(name: str) -> RecBatchEnv:

@@ -14,7 +14,7 @@ from ialp.cli import main
 from simulator_client.envs.base import RecBatchEnv
 from simulator_client.envs.coat import make_coat_env
 from simulator_client.loadtest import LoadConfig, run_loadtest, write_report
-from simulator_client.replay import SimulateConfig, simulate, write_outputs
+from simulator_client.simulate import SimulateConfig, simulate, write_outputs
 from tests.service_stack import Stack, service_stack
 from trainer.transport.redis_server import EmbeddedRedis, free_port
 
