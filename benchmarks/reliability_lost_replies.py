@@ -31,6 +31,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=240)
     ap.add_argument("--nth", type=int, default=3, help="occurrence of the command to hit")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="run only these targets (names as in TARGETS)")
     ap.add_argument("--out", type=Path,
                     default=ROOT / "benchmarks" / "results" / "reliability_lost_replies.json")
     args = ap.parse_args()
@@ -39,7 +41,7 @@ def main() -> int:
         tmp = Path(tmp_s)
         server = EmbeddedRedis(tmp / "redis", port=free_port(), persistence=True).start()
         try:
-            for target in TARGETS:
+            for target in (args.only or TARGETS):
                 for action in ACTIONS:
                     res = run_scenario(tmp, server.port, faults_for(target, action, args.nth),
                                        n_events=args.events)

@@ -56,7 +56,15 @@ TARGETS: dict[str, tuple[str, Callable[[list[bytes]], bool] | None]] = {
     "announce (PUBLISH)": ("PUBLISH", None),
     "stats (HSET)": ("HSET", None),
     "read buffer (ZRANGE)": ("ZRANGE", None),
+    "read payloads (HMGET)": ("HMGET", None),
     "claim (XAUTOCLAIM)": ("XAUTOCLAIM", None),
+    "load script (SCRIPT)": ("SCRIPT", None),
+    "open transaction (MULTI)": ("MULTI", None),
+    "list version (RPUSH)": ("RPUSH", None),
+    "read versions (LRANGE)": ("LRANGE", None),
+    "drop old version (DEL)": ("DEL", None),
+    "trim versions (LTRIM)": ("LTRIM", None),
+    "buffer size check (ZCARD)": ("ZCARD", None),
 }
 
 
@@ -175,7 +183,7 @@ def faults_for(target: str, action: str, nth: int = 3) -> list[Fault]:
     """The faults of one scenario. The buffer is read (ZRANGE) only at start-up and when
     the trainer resynchronises after an error, so that target is hit in the resync that
     a lost commit reply causes."""
-    if target == "read buffer (ZRANGE)":
+    if target in ("read buffer (ZRANGE)", "read payloads (HMGET)"):
         return [fault("commit (EVALSHA commit)", "drop_reply", nth), fault(target, action, 1)]
     if target == "claim (XAUTOCLAIM)":  # twice a second: the first one after arming
         return [fault(target, action, 1)]
