@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
 
 from policy.catalogue import Catalogue
 
@@ -47,10 +46,6 @@ def user_index(user_id: int | str) -> int:
     return UNKNOWN_USER_BASE + int.from_bytes(digest, "big") % UNKNOWN_USER_BASE
 
 
-def _error(loc: tuple[str | int, ...], msg: str, kind: str, value: Any) -> dict[str, Any]:
-    return {"type": kind, "loc": loc, "msg": msg, "input": value}
-
-
 class ItemIds:
     """Translates one deployment's item ids (with or without a catalogue)."""
 
@@ -67,27 +62,21 @@ class ItemIds:
         return "index" if self.catalogue is None else "catalogue"
 
     def to_indices(
-        self, name: str, values: Sequence[int | str], errors: list[dict[str, Any]]
-    ) -> list[int]:
-        """Indices of ``values``; each unknown or malformed id adds an error to ``errors``
-        (a handful at most: enough to fix a request)."""
+        self, values: Sequence[int | str]
+    ) -> tuple[list[int], list[tuple[int, int | str, str]]]:
+        """``(indices of the valid ids, [(position, id, why)] of the others)``."""
         out: list[int] = []
-        bad = 0
+        bad: list[tuple[int, int | str, str]] = []
         for pos, value in enumerate(values):
-            index, msg = self._one(value)
+            index, msg = self.to_index(value)
             if index is None:
-                bad += 1
-                if bad <= 10:
-                    errors.append(_error(("body", name, pos), msg, "unknown_item", value))
-                continue
-            out.append(index)
-        return out
+                bad.append((pos, value, msg))
+            else:
+                out.append(index)
+        return out, bad
 
     def to_index(self, value: int | str) -> tuple[int | None, str]:
         """``(index, "")`` or ``(None, why)`` for one id."""
-        return self._one(value)
-
-    def _one(self, value: int | str) -> tuple[int | None, str]:
         if self.catalogue is not None:
             key = str(value)
             if key in self.catalogue:

@@ -48,6 +48,16 @@ def field_error(loc: tuple[str | int, ...], msg: str, kind: str,
     return {"type": kind, "loc": loc, "msg": msg, "input": value}
 
 
+def _indices(item_ids: ItemIds, name: str, values: list[int | str],
+             errors: list[dict[str, Any]]) -> list[int]:
+    """The policy's indices of ``values``; unknown ids add errors (the first 10: enough to
+    fix a request)."""
+    indices, bad = item_ids.to_indices(values)
+    for pos, value, why in bad[:10]:
+        errors.append(field_error(("body", name, pos), why, "unknown_item", value))
+    return indices
+
+
 def validate_recommend(req: RecommendRequest, item_ids: ItemIds,
                        settings: ServiceSettings) -> tuple[list[int], list[int]]:
     """Checks that depend on the catalogue and the configured limits (422 on failure).
@@ -66,8 +76,8 @@ def validate_recommend(req: RecommendRequest, item_ids: ItemIds,
                                   len(req.exclude)))
     if errors:  # no lookups for bodies that are too long anyway
         raise RequestValidationError(errors)
-    history = item_ids.to_indices("history", req.history, errors)
-    exclude = item_ids.to_indices("exclude", req.exclude, errors)
+    history = _indices(item_ids, "history", req.history, errors)
+    exclude = _indices(item_ids, "exclude", req.exclude, errors)
     num_items = item_ids.num_items
     available = num_items - len(set(exclude))
     limit = min(settings.max_k, available)

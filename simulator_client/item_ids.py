@@ -10,7 +10,7 @@ and the load harness use: they only ever send what a real caller would.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from simulator_client.http_client import ServiceClient
 
@@ -27,6 +27,7 @@ class ItemIdMap:
     """The id to send for environment index i."""
     mode: str
     """``catalogue`` (string ids) or ``index`` (integers)."""
+    _back: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_back", {str(x): i for i, x in enumerate(self.outgoing)})
@@ -37,9 +38,8 @@ class ItemIdMap:
 
     def receive(self, ids: Sequence[int | str]) -> list[int]:
         """Environment indices of ids the service returned."""
-        back: dict[str, int] = self._back  # type: ignore[attr-defined]
         try:
-            return [back[str(x)] for x in ids]
+            return [self._back[str(x)] for x in ids]
         except KeyError as exc:
             raise CatalogueMismatchError(
                 f"the service returned item {exc.args[0]!r}, which the environment does "

@@ -81,7 +81,7 @@ class TrainerService:
         self._needs_resync = False
         self._guard_alarmed = False
         self.audit = LearnAudit(settings.audit_log) if settings.audit_log else None
-        self.rehearsal = Rehearsal(updates=0, capacity=1, batch_size=1, max_len=1, seed=0)
+        self.rehearsal: Rehearsal | None = None  # built with the learner (needs max_len)
         s = settings
         self.guard = RewardGuard(GuardConfig(
             window=s.guard_window, min_samples=s.guard_min_samples, z=s.guard_z,
@@ -117,7 +117,7 @@ class TrainerService:
                 f"leave --method unset to use the scheme's learner")
         self.num_items = policy.num_items
         self.max_len = policy.config.max_len
-        if self.rehearsal.memory is None and s.replay_updates > 0:
+        if self.rehearsal is None and s.replay_updates > 0:
             self.rehearsal = Rehearsal(updates=s.replay_updates, capacity=s.replay_capacity,
                                        batch_size=s.replay_batch, max_len=self.max_len,
                                        seed=s.seed + 3)
@@ -295,7 +295,8 @@ class TrainerService:
             await self._quarantine(bad)
         if learned:
             self._sync_alpha_step()
-            await self.rehearsal.run(self.learner, learned)
+            if self.rehearsal is not None:
+                await self.rehearsal.run(self.learner, learned)
             problem = await asyncio.to_thread(self._nonfinite, stats)
             if problem is not None:
                 await self._reject(learned, *problem)

@@ -31,7 +31,7 @@ class Rehearsal:
                  seed: int) -> None:
         self.updates = updates
         self.batch_size = batch_size
-        self.memory = ReplayBuffer(capacity, max_len) if updates > 0 else None
+        self.memory = ReplayBuffer(capacity, max_len)
         self._rng = np.random.default_rng(seed)
 
     async def run(self, learner: Any, learned: Sequence[Transition]) -> int:
@@ -41,7 +41,7 @@ class Rehearsal:
         (the learner raised before changing its weights; its reward range is put back)."""
         from trainer.learners.base import NonFiniteLossError
 
-        if self.memory is None or not learned:
+        if not learned:
             return 0
         self.memory.add_transitions(list(learned))
         done = 0
