@@ -27,7 +27,7 @@ from app.settings import ServiceSettings
 from app.state import ServiceState, redis_errors
 from trainer.transport.bus import RedisStreamBus
 from trainer.transport.keys import RedisKeys
-from trainer.transport.publication import PolicyRegistry, VersionNotFoundError, nonfinite_parameters
+from trainer.transport.publication import PolicyRegistry, start_policy
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -35,35 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
-
-
-async def initial_policy(settings: ServiceSettings, registry: PolicyRegistry) -> MixedPolicy:
-    """Redis' current version if any, else the checkpoint, else an untrained policy."""
-    try:
-        version = await registry.current_version()
-        if version is not None:
-            policy = await registry.load(version)
-            bad = await asyncio.to_thread(nonfinite_parameters, policy)
-            if not bad:
-                logger.info("loaded current policy version %d from Redis", version)
-                return policy
-            logger.error("current version %d has non-finite values (%s); serving the "
-                         "local policy", version, ", ".join(bad[:5]))
-    except redis_errors() as exc:
-        logger.warning("Redis unreachable at start-up (%s); serving the local policy", exc)
-    except VersionNotFoundError as exc:
-        logger.warning("%s; serving the local policy", exc)
-    if settings.checkpoint is not None:
-        from policy.checkpoint import load_checkpoint
-
-        return await asyncio.to_thread(load_checkpoint, settings.checkpoint)
-    from policy.checkpoint import init_policy
-    from policy.config import PolicyConfig
-
-    logger.warning("no checkpoint given: serving an untrained policy over %d items",
-                   settings.num_items)
-    return init_policy(PolicyConfig(num_items=settings.num_items, max_len=settings.max_len),
-                       seed=settings.seed)
 
 
 def load_item_ids(settings: ServiceSettings, num_items: int) -> ItemIds:
@@ -133,7 +104,9 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
         keys = RedisKeys(settings.namespace)
         registry = PolicyRegistry(client, keys, keep=settings.keep_versions)
         try:
-            policy = await initial_policy(settings, registry)
+            policy = await start_policy(
+                registry, checkpoint=settings.checkpoint, num_items=settings.num_items,
+                max_len=settings.max_len, seed=settings.seed, tolerate=redis_errors())
             item_ids = load_item_ids(settings, policy.num_items)
         except BaseException:
             # A catalogue that does not fit stops start-up; release what was opened.

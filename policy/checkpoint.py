@@ -14,6 +14,7 @@ No pickle anywhere, so a blob from the bus can never execute code.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import struct
@@ -33,6 +34,8 @@ from policy.config import PolicyConfig
 from policy.exploration import ExplorationConfig
 from policy.item_features import ItemFeatures
 from policy.mixed import MixedPolicy
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1
 MAGIC = b"IALPPOL1"
@@ -79,6 +82,19 @@ def init_policy(
     net.eval()
     meta = {"created_at": now_iso(), "parent_version": None, "updates": 0, "init_seed": seed}
     return MixedPolicy(net, scheme="none", version=0, metadata=meta)
+
+
+def local_policy(
+    checkpoint: str | Path | None, *, num_items: int, max_len: int, seed: int
+) -> MixedPolicy:
+    """The policy a process starts from when Redis holds none: the checkpoint if one is
+    configured, else an untrained policy over ``num_items`` (the API and the trainer both
+    start this way)."""
+    if checkpoint is not None:
+        return load_checkpoint(checkpoint)
+    log.warning("no checkpoint given: starting from an untrained policy over %d items",
+                num_items)
+    return init_policy(PolicyConfig(num_items=num_items, max_len=max_len), seed=seed)
 
 
 # -- serialisation helpers -------------------------------------------------------------

@@ -36,6 +36,7 @@ import numpy as np
 from policy.checkpoint import save_checkpoint
 from policy.config import PolicyConfig
 from policy.judge.base import BaseJudge
+from policy.judge.propose import check_candidate_mode, propose_and_judge
 from policy.mixed import MixedPolicy
 from policy.types import pad_histories
 from trainer.learners import make_learner
@@ -93,8 +94,7 @@ class PretrainConfig:
         return {"anchor": self.anchor if has_prior else 0.0, **self.a2c}
 
     def __post_init__(self) -> None:
-        if self.candidates not in ("sample", "topk"):
-            raise ValueError(f"candidates must be 'sample' or 'topk', not {self.candidates!r}")
+        check_candidate_mode(self.candidates)
         if self.unparseable not in ("skip", "none"):
             raise ValueError(f"unparseable must be 'skip' or 'none', not {self.unparseable!r}")
         if min(self.epochs, self.horizon, self.k, self.num_parallel, self.batch_size) < 1:
@@ -172,27 +172,21 @@ def pretrain_ialp(
             users = [s.user_id for s in rows]
             histories = [list(s.history) for s in rows]
             for _t in range(cfg.horizon):
-                policy = learner.acting_policy()
-                slates = policy.act_batch(
-                    histories, k=cfg.k, explore=cfg.candidates == "sample",
-                    exclude=histories if cfg.exclude_history else None, user_ids=users, rng=rng,
-                )
-                cands = [list(s.items) for s in slates]
-                answers = judge.judge_batch(histories, cands)
+                choice = propose_and_judge(
+                    learner.acting_policy(), judge, histories, k=cfg.k, mode=cfg.candidates,
+                    exclude=histories if cfg.exclude_history else None, user_ids=users,
+                    rng=rng)
+                actions = choice.items
                 keep: list[int] = []
-                actions = np.empty(len(rows), dtype=np.int64)
                 rewards = np.zeros(len(rows), dtype=np.float32)
-                for b, ans in enumerate(answers):
+                for b, ans in enumerate(choice.answers):
                     kind = ans.kind
                     counts[kind] += 1
                     window[kind] += 1
                     if kind == "unparseable" and cfg.unparseable == "none":
                         kind = "none"
-                    if kind == "item" and ans.index is not None:
-                        actions[b], rewards[b] = cands[b][ans.index], 1.0
-                    else:
-                        # eq. 3: None → a random candidate with r^p = 0.
-                        actions[b] = cands[b][int(rng.integers(len(cands[b])))]
+                    if kind == "item":
+                        rewards[b] = 1.0  # r^p of eq. 3; None → r^p = 0
                     if kind != "unparseable":
                         keep.append(b)
                 before = pad_histories(histories, policy_config.max_len)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer.online.settings import TrainerSettings
-from trainer.transport.publication import PolicyRegistry
+from trainer.transport.publication import PolicyRegistry, start_policy
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -83,17 +83,6 @@ s: TrainerSettings, registry: PolicyRegistry
         logger.info("resuming from %s: version %d, %d updates, α=%.3f", s.state_dir,
                     saved.version, saved.updates, policy.alpha)
         return policy, saved
-    current = await registry.current_version()
-    if current is not None:
-        policy = await registry.load(current)
-        logger.info("starting from Redis' current version %d", current)
-        return policy, None
-    if s.checkpoint is not None:
-        from policy.checkpoint import load_checkpoint
-
-        return await asyncio.to_thread(load_checkpoint, s.checkpoint), None
-    from policy.checkpoint import init_policy
-    from policy.config import PolicyConfig
-
-    return init_policy(PolicyConfig(num_items=s.num_items, max_len=s.max_len),
-                       seed=s.seed), None
+    policy = await start_policy(registry, checkpoint=s.checkpoint, num_items=s.num_items,
+                                max_len=s.max_len, seed=s.seed)
+    return policy, None

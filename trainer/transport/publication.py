@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.transport.keys import RedisKeys
@@ -151,3 +152,40 @@ class PolicyRegistry:
         await self.client.publish(self.keys.policy_channel, str(to))
         logger.warning("policy rolled back from %s to %d", cur, to)
         return int(to)
+
+
+async def start_policy(
+    registry: PolicyRegistry,
+    *,
+    checkpoint: str | Path | None,
+    num_items: int,
+    max_len: int,
+    seed: int,
+    tolerate: tuple[type[BaseException], ...] = (),
+) -> MixedPolicy:
+    """The policy a process starts serving or training from: Redis' current version when
+    it holds one with finite values, else :func:`policy.checkpoint.local_policy`.
+
+    Exceptions in ``tolerate`` (the API passes its "Redis unreachable" errors) fall back
+    to the local policy instead of stopping start-up."""
+    import asyncio
+
+    from policy.checkpoint import local_policy
+
+    try:
+        version = await registry.current_version()
+        if version is not None:
+            policy = await registry.load(version)
+            bad = await asyncio.to_thread(nonfinite_parameters, policy)
+            if not bad:
+                logger.info("starting from Redis' current policy version %d", version)
+                return policy
+            logger.error("current version %d has non-finite values (%s); starting from the "
+                         "local policy", version, ", ".join(bad[:5]))
+    except VersionNotFoundError as exc:
+        logger.warning("%s; starting from the local policy", exc)
+    except tolerate as exc:
+        logger.warning("Redis unreachable at start-up (%s); starting from the local policy",
+                       exc)
+    return await asyncio.to_thread(local_policy, checkpoint, num_items=num_items,
+                                   max_len=max_len, seed=seed)

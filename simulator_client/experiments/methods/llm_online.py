@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from policy.judge.base import BaseJudge
+from policy.judge.propose import check_candidate_mode, propose_and_judge
 from policy.mixed import MixedPolicy
 from simulator_client.experiments.context import MethodContext, register_method
 from trainer.agents import EvalActor, LearnerAgent, OnlineConfig
@@ -55,8 +56,7 @@ class LLMOnlineConfig:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be >= 1, not {self.k}")
-        if self.candidates not in ("sample", "topk"):
-            raise ValueError(f"candidates must be 'sample' or 'topk', not {self.candidates!r}")
+        check_candidate_mode(self.candidates)
 
     @classmethod
     def split_hyper(cls, hyper: dict[str, Any]) -> tuple[LLMOnlineConfig, dict[str, Any]]:
@@ -129,34 +129,19 @@ class LLMOnlineAgent(LearnerAgent):
 
         ``props`` is the actor's draw probability of the recommended candidate (the judge's
         own choice probability is unknown; the A2C learner does not use propensities)."""
-        lists = _unpad(histories)
-        k = self.settings.k
-        slates = policy.act_batch(lists, k=k, explore=sample, user_ids=user_ids.tolist(),
-                                  rng=rng)
-        cands = [list(s.items) for s in slates]
-        started = time.perf_counter()
-        answers = self.judge.judge_batch(lists, cands)
-        judged = time.perf_counter() - started
-        items = np.empty(len(lists), dtype=np.int64)
-        props = np.empty(len(lists), dtype=np.float64)
-        for b, ans in enumerate(answers):
-            if ans.kind == "item" and ans.index is not None:
-                j = ans.index
-            else:
-                # eq. 3: no candidate chosen → a random one (an unparseable reply is never
-                # guessed at; it is counted and treated as None).
-                j = int(rng.integers(len(cands[b])))
-            items[b], props[b] = cands[b][j], slates[b].propensities[j]
-            if train:
+        choice = propose_and_judge(policy, self.judge, _unpad(histories), k=self.settings.k,
+                                   mode="sample" if sample else "topk", rng=rng,
+                                   user_ids=user_ids.tolist())
+        if train:
+            for ans in choice.answers:
                 if ans.kind == "item":
                     self.timing.picks += 1
                 elif ans.kind == "none":
                     self.timing.nones += 1
                 else:
                     self.timing.unparseable += 1
-        if train:
-            self.timing.judge_seconds += judged
-        return items, props
+            self.timing.judge_seconds += choice.judge_seconds
+        return choice.items, choice.propensities
 
     def act(
         self, histories: np.ndarray, user_ids: np.ndarray, rng: np.random.Generator
