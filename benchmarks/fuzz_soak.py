@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ialp.procs import spawn_ialp, stop_all  # noqa: E402
-from tests.reliability.rel_fuzz import fuzz  # noqa: E402
+from simulator_client.chaos.fuzz import fuzz  # noqa: E402
 from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 

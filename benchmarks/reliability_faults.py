@@ -27,8 +27,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.reliability.rel_fuzz import fuzz  # noqa: E402
-from tests.reliability.rel_harness import (  # noqa: E402
+from simulator_client.chaos.fuzz import fuzz  # noqa: E402
+from simulator_client.chaos.scenarios import (  # noqa: E402
     redis_restart,
     replica_kill,
     trainer_kill,

@@ -1,6 +1,6 @@
 """Exactly-once under lost replies, cut connections and late replies, per command.
 
-For every command of the trainer's cycle (tests/reliability/lost_replies.py, TARGETS) and
+For every command of the trainer's cycle (simulator_client/chaos/lost_replies.py, TARGETS) and
 every fault (drop the reply after Redis executed it, cut the connection before it is sent,
 hold the reply past the trainer's socket timeout), one run of the real trainer process
 behind a fault proxy: events accepted, learned once, learned twice, lost (from the
@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.reliability.lost_replies import TARGETS, faults_for, run_scenario  # noqa: E402
-from tests.reliability.redis_proxy import ACTIONS  # noqa: E402
+from simulator_client.chaos.lost_replies import TARGETS, faults_for, run_scenario  # noqa: E402
+from simulator_client.chaos.redis_proxy import ACTIONS  # noqa: E402
 from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Faults against the real processes: trainer crash, Redis restart, API replica crash.
 
-Each test runs a scenario of :mod:`tests.reliability.rel_harness` (small here; the soak
+Each test runs a scenario of :mod:`simulator_client.chaos.scenarios` (small here; the soak
 benchmark runs them long) and checks the counts: every accepted event learned exactly
 once, 503 + Retry-After while Redis is down, errors only for requests in flight."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.reliability.rel_harness import redis_restart, replica_kill, trainer_kill
+from simulator_client.chaos.scenarios import redis_restart, replica_kill, trainer_kill
 from trainer.transport.redis_server import EmbeddedRedis
 
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from app.main import create_app
+from simulator_client.chaos.fuzz import fuzz
 from tests.app.conftest import TEST_API_KEY, ThreadedServer, make_settings
-from tests.reliability.rel_fuzz import fuzz
 from trainer.transport.redis_server import EmbeddedRedis
 
 

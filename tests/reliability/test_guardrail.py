@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.reliability.rel_harness import AUTH, procs
+from simulator_client.chaos.processes import AUTH, procs
 from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 

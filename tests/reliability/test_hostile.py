@@ -15,11 +15,10 @@ import httpx
 import pytest
 import redis
 
+from simulator_client.chaos.processes import AUTH, Traffic, procs, recommend, wait_learned
 from trainer.audit import learned_counts
 from trainer.transport.keys import RedisKeys
 from trainer.transport.redis_server import EmbeddedRedis, free_port
-
-from .rel_harness import AUTH, Traffic, procs, recommend, wait_learned
 
 HOSTILE = 1e30  # finite: passes JSON validation; its square does not fit a float32
 

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from app.main import create_app
+from simulator_client.chaos.processes import procs
 from tests.app.conftest import AUTH, ThreadedServer, make_settings
-from tests.reliability.rel_harness import procs
 from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 FEED_KEY = "feed-key-3f9a7c"

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from simulator_client.chaos.lost_replies import faults_for, run_scenario
 from trainer.transport.redis_server import EmbeddedRedis
-
-from .lost_replies import faults_for, run_scenario
 
 CASES = [
     # The two losses found in the field: a commit's reply lost after Redis ran it, and a

@@ -247,7 +247,7 @@ def _fuzz_operation(http: httpx.Client, report: FuzzReport, spec: dict[str, Any]
     def one(body: tuple[str, Any], query: dict[str, str], api_key: str | None,
             ctype: bytes | None) -> None:
         kind, value = body
-        headers: dict[str, str | bytes] = {"X-API-Key": api_key} if api_key else {}
+        headers: dict[str, Any] = {"X-API-Key": api_key} if api_key else {}
         if kind == "raw":
             if ctype is not None:
                 headers["content-type"] = ctype

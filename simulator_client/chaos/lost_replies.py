@@ -27,11 +27,10 @@ import redis
 import redis.asyncio as aioredis
 
 from policy.types import Transition
+from simulator_client.chaos.redis_proxy import Fault, RedisFaultProxy
 from trainer.audit import learned_counts
 from trainer.transport.bus import _COMMIT, _CONSUME, RedisStreamBus
 from trainer.transport.keys import RedisKeys
-
-from .redis_proxy import Fault, RedisFaultProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 N_ITEMS = 30
@@ -137,7 +136,8 @@ def run_scenario(
                                         seed=seed))
 
         def drained() -> bool:
-            stats = {k.decode(): int(v) for k, v in r.hgetall(keys.trainer_stats).items()}
+            stats = {(k.decode() if isinstance(k, bytes) else k): int(v)
+                 for k, v in r.hgetall(keys.trainer_stats).items()}
             pending = r.xpending(keys.stream, "trainer")["pending"]
             return (stats.get("events_learned", 0) >= len(accepted)
                     and r.zcard(keys.trainer_buffer) == 0 and pending == 0)
@@ -153,7 +153,8 @@ def run_scenario(
             proc.wait()
         proxy.stop()
     learned, rejected = learned_counts(audit) if audit.is_file() else ({}, {})
-    stats = {k.decode(): int(v) for k, v in r.hgetall(keys.trainer_stats).items()}
+    stats = {(k.decode() if isinstance(k, bytes) else k): int(v)
+                 for k, v in r.hgetall(keys.trainer_stats).items()}
     r.close()
     return {
         "faults": [f.label or f"{f.action} {f.command}" for f in faults],
