@@ -27,7 +27,7 @@ from app.settings import ServiceSettings
 from app.state import ServiceState, redis_errors
 from trainer.transport.bus import RedisStreamBus
 from trainer.transport.keys import RedisKeys
-from trainer.transport.publication import PolicyRegistry, start_policy
+from trainer.transport.publication import PublishedPolicies, start_policy
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -102,10 +102,10 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
             url, socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0))
         keys = RedisKeys(settings.namespace)
-        registry = PolicyRegistry(client, keys, keep=settings.keep_versions)
+        policies = PublishedPolicies(client, keys, keep=settings.keep_versions)
         try:
             policy = await start_policy(
-                registry, checkpoint=settings.checkpoint, num_items=settings.num_items,
+                policies, checkpoint=settings.checkpoint, num_items=settings.num_items,
                 max_len=settings.max_len, seed=settings.seed, tolerate=redis_errors())
             item_ids = load_item_ids(settings, policy.num_items)
         except BaseException:
@@ -122,7 +122,7 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
             metrics.policy_swaps.inc()
 
         holder = PolicyHolder(policy, on_swap=on_swap)
-        watcher = PolicyWatcher(holder, registry, poll_s=settings.policy_poll_s,
+        watcher = PolicyWatcher(holder, policies, poll_s=settings.policy_poll_s,
                                 expected_num_items=policy.num_items,
                                 on_reject=metrics.policy_rejected.inc)
         store = DecisionStore(
@@ -136,7 +136,7 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
             holder, store, gate, metrics, micro_batching=settings.micro_batching,
             max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
             seed=settings.seed)
-        svc = ServiceState(settings, metrics, client, keys, registry, holder, watcher,
+        svc = ServiceState(settings, metrics, client, keys, policies, holder, watcher,
                            store, bus, gate, recommender, item_ids, embedded)
         app.state.svc = svc
         recommender.start()

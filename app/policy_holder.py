@@ -15,7 +15,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from trainer.transport.publication import PolicyRegistry, VersionNotFoundError, nonfinite_parameters
+from trainer.transport.publication import (
+    PublishedPolicies,
+    VersionNotFoundError,
+    nonfinite_parameters,
+)
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -51,7 +55,7 @@ class PolicyHolder:
 class PolicyWatcher:
     """Follows ``current`` in Redis: pub/sub notifications plus a periodic version check."""
 
-    def __init__(self, holder: PolicyHolder, registry: PolicyRegistry, *,
+    def __init__(self, holder: PolicyHolder, policies: PublishedPolicies, *,
                  poll_s: float = 0.5, expected_num_items: int | None = None,
                  on_reject: Callable[[], None] | None = None) -> None:
         """Swap ``holder`` whenever Redis names another version; ``on_reject`` is called
@@ -59,7 +63,7 @@ class PolicyWatcher:
         self.on_reject = on_reject
         self._refused: int | None = None  # last refused version (log it once)
         self.holder = holder
-        self.registry = registry
+        self.policies = policies
         self.poll_s = poll_s
         self.expected_num_items = expected_num_items
         self._lock = asyncio.Lock()
@@ -69,12 +73,12 @@ class PolicyWatcher:
     async def sync(self) -> bool:
         """Load the current version if it differs from the served one; True on swap."""
         async with self._lock:
-            version = await self.registry.current_version()
+            version = await self.policies.current_version()
             if version is None or version == self.holder.policy.version or \
                     version == self._refused:
                 return False
             try:
-                policy = await self.registry.load(version)
+                policy = await self.policies.load(version)
             except VersionNotFoundError:
                 logger.warning("current version %d has no blob; keeping %d", version,
                                self.holder.policy.version)
@@ -100,8 +104,8 @@ class PolicyWatcher:
 
     async def run(self) -> None:
         """Loop until :meth:`stop`: wait for a notification (or the poll interval), sync."""
-        client = self.registry.client
-        channel = self.registry.keys.policy_channel
+        client = self.policies.client
+        channel = self.policies.keys.policy_channel
         while not self._stopping.is_set():
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:

@@ -22,7 +22,7 @@ from app.schemas import ErrorResponse
 from app.settings import ServiceSettings
 from trainer.transport.bus import RedisStreamBus
 from trainer.transport.keys import RedisKeys
-from trainer.transport.publication import PolicyRegistry
+from trainer.transport.publication import PublishedPolicies
 
 if TYPE_CHECKING:
     from trainer.transport.redis_server import EmbeddedRedis
@@ -40,7 +40,7 @@ class ServiceState:
     metrics: ServiceMetrics
     client: Any
     keys: RedisKeys
-    registry: PolicyRegistry
+    policies: PublishedPolicies
     holder: PolicyHolder
     watcher: PolicyWatcher
     store: DecisionStore

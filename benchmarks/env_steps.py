@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from simulator_client.envs.base import RecBatchEnv
-from simulator_client.registry import make_env
+from simulator_client.envs.by_name import make_env
 
 ENVS = ("coat", "lfm", "industry")
 BATCHES = (1, 16, 256)

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from simulator_client.envs.by_name import make_env
 from simulator_client.experiments import ExperimentConfig, policy_config_for
 from simulator_client.item_features import features_for
-from simulator_client.registry import make_env
 from trainer.agents import LearnerAgent, OnlineConfig, StepBatch
 from trainer.learners import make_learner
 

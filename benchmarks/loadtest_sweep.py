@@ -46,7 +46,7 @@ def _histories(name: str, n_items: int, seed: int) -> list[list[int]]:
     if name.startswith("synthetic"):
         return [rng.integers(0, n_items, size=int(k)).tolist()
                 for k in rng.integers(1, 21, size=1000)]
-    from simulator_client.registry import make_env
+    from simulator_client.envs.by_name import make_env
 
     env = make_env(name, "test", progress=False)
     obs = env.reset(env.sample_users(1000, rng))

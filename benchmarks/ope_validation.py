@@ -55,8 +55,8 @@ from policy.checkpoint import init_policy, load_checkpoint
 from policy.config import PolicyConfig
 from policy.mixed import MixedPolicy
 from simulator_client.envs.base import RecBatchEnv
+from simulator_client.envs.by_name import make_env
 from simulator_client.item_features import features_for
-from simulator_client.registry import make_env
 from trainer.ope.candidate import candidate_distribution, greedy_variant, target_and_cross_direct
 from trainer.ope.estimators import Estimate, step_estimates, trajectory_estimates
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from simulator_client.envs.by_name import make_env
 from simulator_client.experiments.methods.vw_bandit import VWBanditAgent, VWBanditConfig
-from simulator_client.registry import make_env
 from trainer.agents import StepBatch
 
 

@@ -44,8 +44,8 @@ async def policy_info(svc: ServiceDep) -> PolicyInfo:
     try:
         stats = await svc.bus.stats()
         lag = max(0, stats["enqueued"] - stats.get("events_learned", 0))
-        kept = await svc.registry.versions()
-        current = await svc.registry.current_version()
+        kept = await svc.policies.versions()
+        current = await svc.policies.current_version()
     except redis_errors():
         # Redis' part is optional: the served policy is answered even when it is down.
         pass
@@ -62,9 +62,9 @@ async def rollback(svc: ServiceDep, _auth: AdminKeyDep,
     """Make an earlier version current for every replica; the trainer continues
     from it."""
     try:
-        version = await svc.registry.rollback(body.version if body else None)
+        version = await svc.policies.rollback(body.version if body else None)
         await svc.watcher.sync()
-        kept = await svc.registry.versions()
+        kept = await svc.policies.versions()
     except VersionNotFoundError as exc:
         raise HTTPException(404, detail=str(exc)) from exc
     except redis_errors() as exc:

@@ -113,7 +113,7 @@ def _demo(args: argparse.Namespace) -> int:
     from ialp.commands.simulate import ROUND_COLUMNS
     from ialp.output import format_table
     from ialp.procs import spawn_ialp, stop_all
-    from simulator_client.registry import make_env
+    from simulator_client.envs.by_name import make_env
     from simulator_client.simulate import SimulateConfig, simulate, write_outputs
     from trainer.transport.redis_server import EmbeddedRedis, free_port
 

@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from simulator_client.registry import env_stats
+    from simulator_client.envs.by_name import env_stats
 
     stats = env_stats(args.name)
     if args.json:
@@ -126,8 +126,8 @@ def _build(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from simulator_client.baselines import baseline_for
+    from simulator_client.envs.by_name import make_env
     from simulator_client.evaluation import evaluate
-    from simulator_client.registry import make_env
 
     if args.episodes <= 0:
         raise SystemExit("--episodes must be positive")

@@ -146,8 +146,8 @@ def _run(args: argparse.Namespace) -> int:
         return _run_suite(args)
     import torch
 
+    from simulator_client.envs.by_name import make_env
     from simulator_client.experiments import ExperimentConfig, run_experiment, table_rows
-    from simulator_client.registry import make_env
     from trainer.agents import OnlineConfig
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -308,8 +308,8 @@ class _JudgePolicy:
 
 def _judge_policy(args: argparse.Namespace) -> int:
     from simulator_client.baselines import RandomPolicy
+    from simulator_client.envs.by_name import make_env
     from simulator_client.evaluation import evaluate
-    from simulator_client.registry import make_env
 
     env = make_env(args.env, "test", progress=not args.json)
     judge = judge_from_args(args, args.env, env_item_text(args.env))

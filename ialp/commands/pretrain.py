@@ -90,8 +90,8 @@ class _PolicyActor:
 def _evaluate(env_name: str, policy: Any, config: Any, episodes: int, seed: int,
               progress: bool) -> list[dict[str, Any]]:
     from policy.checkpoint import init_policy
+    from simulator_client.envs.by_name import make_env
     from simulator_client.evaluation import evaluate
-    from simulator_client.registry import make_env
 
     test_env = make_env(env_name, "test", progress=progress)
     rows = []
@@ -142,13 +142,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from policy.catalogue import CATALOGUE_FILE, Catalogue
     from policy.checkpoint import init_policy
+    from simulator_client.envs.by_name import make_env
     from simulator_client.experiments import (
         ExperimentConfig,
         item_feature_config,
         policy_config_for,
     )
     from simulator_client.item_features import features_for
-    from simulator_client.registry import make_env
     from trainer.learners import make_learner
     from trainer.pretrain import PretrainConfig, StartState, pretrain_ialp, save_pretrain
 

@@ -58,7 +58,7 @@ def _api_key() -> str | None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from simulator_client.registry import make_env
+    from simulator_client.envs.by_name import make_env
     from simulator_client.simulate import SimulateConfig, simulate, write_outputs
 
     config = SimulateConfig(
@@ -100,7 +100,7 @@ def _histories(args: argparse.Namespace) -> tuple[list[list[int]], tuple[str, ..
     if args.synthetic_items:
         lengths = rng.integers(1, 21, size=1000)
         return [rng.integers(0, args.synthetic_items, size=n).tolist() for n in lengths], None
-    from simulator_client.registry import make_env
+    from simulator_client.envs.by_name import make_env
 
     env = make_env(args.env, "test", progress=False)
     obs = env.reset(env.sample_users(min(1000, 4 * len(env.users)), rng))

@@ -54,7 +54,7 @@ _ENVS: dict[str, tuple[Any, Any]] = {}
 
 
 def _envs(env_name: str, progress: bool) -> tuple[Any, Any]:
-    from simulator_client.registry import make_env
+    from simulator_client.envs.by_name import make_env
 
     if env_name not in _ENVS:
         _ENVS[env_name] = (make_env(env_name, "train", progress=progress),

@@ -21,7 +21,7 @@ from policy.config import PolicyConfig
 from policy.mixed import MixedPolicy
 from trainer.transport.bus import transition_from_json
 from trainer.transport.keys import RedisKeys
-from trainer.transport.publication import PolicyRegistry
+from trainer.transport.publication import PublishedPolicies
 
 from .conftest import ThreadedServer, make_settings
 
@@ -202,7 +202,7 @@ def test_openapi_documents_examples_and_errors(http: httpx.Client,
 def _publish(url: str, namespace: str, policies: list[MixedPolicy]) -> list[int]:
     async def go() -> list[int]:
         client = aioredis.Redis.from_url(url)
-        reg = PolicyRegistry(client, RedisKeys(namespace), keep=3)
+        reg = PublishedPolicies(client, RedisKeys(namespace), keep=3)
         out = []
         for p in policies:
             p.version = await reg.next_version()

@@ -22,7 +22,7 @@ from policy.types import Transition
 from trainer.online import TrainerService, TrainerSettings
 from trainer.transport.bus import RedisStreamBus
 from trainer.transport.keys import RedisKeys
-from trainer.transport.publication import PolicyRegistry, nonfinite_parameters
+from trainer.transport.publication import PublishedPolicies, nonfinite_parameters
 from trainer.transport.redis_server import EmbeddedRedis
 
 N_ITEMS = 30
@@ -42,7 +42,7 @@ def _trainer(client: aioredis.Redis, tmp_path: Path, ns: str) -> TrainerService:
                         learner_options={"lr": 1e-2})
     keys = RedisKeys(ns)
     return TrainerService(s, RedisStreamBus(client, keys, consumer="t1"),
-                          PolicyRegistry(client, keys), stats_client=client)
+                          PublishedPolicies(client, keys), stats_client=client)
 
 
 def _t(i: int, reward: float = 1.0) -> Transition:
@@ -70,7 +70,7 @@ async def test_update_with_infinite_loss_is_not_published(
         caplog: pytest.LogCaptureFixture) -> None:
     trainer = _trainer(client, tmp_path, redis_namespace)
     await trainer.setup()
-    reg = trainer.registry
+    reg = trainer.policies
     await _feed(trainer, [_t(i) for i in range(8)])
     assert await reg.current_version() == 2
     good = await reg.load(2)
@@ -113,8 +113,8 @@ async def test_a_broken_learner_is_rebuilt_not_fed_the_data(
     assert "rebuilding the learner from version 1" in caplog.text
     assert _sample(trainer, "ialp_trainer_rejected_updates_total",
                    reason="nonfinite_learner") == 1
-    assert await trainer.registry.current_version() == 2
-    assert nonfinite_parameters(await trainer.registry.load(2)) == []
+    assert await trainer.policies.current_version() == 2
+    assert nonfinite_parameters(await trainer.policies.load(2)) == []
     assert (await trainer.bus.stats())["events_learned"] == 8
     assert await client.xlen(trainer.bus.keys.dead_letter) == 0
 
@@ -138,11 +138,11 @@ async def test_policy_with_nonfinite_weights_is_never_published(
     learner.optimizer.step = poisoned_step
     with caplog.at_level(logging.ERROR, logger="trainer.online"):
         await _feed(trainer, [_t(i) for i in range(8)])
-    assert await trainer.registry.current_version() == 1
+    assert await trainer.policies.current_version() == 1
     assert _sample(trainer, "ialp_trainer_rejected_updates_total",
                    reason="nonfinite_weights") >= 1
     assert "nonfinite_weights" in caplog.text and "keeping version 1" in caplog.text
-    assert nonfinite_parameters(await trainer.registry.load(1)) == []
+    assert nonfinite_parameters(await trainer.policies.load(1)) == []
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def api(redis_server: EmbeddedRedis) -> Iterator[Any]:
 async def test_api_refuses_to_load_a_nonfinite_blob(api: Any, redis_server: EmbeddedRedis,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     client = aioredis.Redis.from_url(redis_server.url)
-    reg = PolicyRegistry(client, RedisKeys(api.svc.settings.namespace))
+    reg = PublishedPolicies(client, RedisKeys(api.svc.settings.namespace))
     try:
         cfg = PolicyConfig(num_items=N_ITEMS, max_len=10)
         good = init_policy(cfg, seed=1)

@@ -6,7 +6,7 @@ dead-letter transitions that do not fit the catalogue, *commit* the rest (learne
 + durable buffer + acknowledgement in one atomic step, so each event id enters the
 buffer once), and every ``update_every`` buffered transitions run one learner update,
 anneal α and publish a new version (weights + α + metadata) through
-:class:`~trainer.transport.publication.PolicyRegistry`. Each publication is first checkpointed to
+:class:`~trainer.transport.publication.PublishedPolicies`. Each publication is first checkpointed to
 disk, so a restarted trainer continues from the last published version and α. A
 rollback made through the API (``current`` names an older version) is noticed before
 the next update and training continues from that version.
@@ -29,14 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from policy.types import Transition
 from trainer.audit import LearnAudit
-from trainer.guardrail import GuardConfig, RewardGuard
+from trainer.online.anneal import GuardedAnneal
 from trainer.online.metrics import TrainerMetrics
 from trainer.online.quarantine import fit_or_isolate
 from trainer.online.rehearsal import Rehearsal
 from trainer.online.settings import TrainerSettings
 from trainer.online.state import POLICY_DIR, TrainerState, initial_policy
 from trainer.transport.bus import Delivery, FeedbackBus, transition_to_json
-from trainer.transport.publication import PolicyRegistry, nonfinite_parameters
+from trainer.transport.publication import PublishedPolicies, nonfinite_parameters
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -56,12 +56,12 @@ class TrainerService:
     """One trainer: owns the learner, the buffer and publication."""
 
     def __init__(self, settings: TrainerSettings, bus: FeedbackBus,
-                 registry: PolicyRegistry, *, stats_client: Any | None = None,
+                 policies: PublishedPolicies, *, stats_client: Any | None = None,
                  metrics: TrainerMetrics | None = None) -> None:
         """``stats_client`` (Redis) receives the counters hash read by ``/v1/policy``."""
         self.settings = settings
         self.bus = bus
-        self.registry = registry
+        self.policies = policies
         self.stats_client = stats_client
         self.metrics = metrics or TrainerMetrics()
         self.state = TrainerState()
@@ -79,18 +79,14 @@ class TrainerService:
         self._last_new = time.monotonic()
         self._stop = asyncio.Event()
         self._needs_resync = False
-        self._guard_alarmed = False
         self.audit = LearnAudit(settings.audit_log) if settings.audit_log else None
         self.rehearsal: Rehearsal | None = None  # built with the learner (needs max_len)
-        s = settings
-        self.guard = RewardGuard(GuardConfig(
-            window=s.guard_window, min_samples=s.guard_min_samples, z=s.guard_z,
-            margin=s.guard_margin, backoff=s.guard_backoff))
+        self.anneal = GuardedAnneal(settings, self.metrics)
 
     # -- set-up ------------------------------------------------------------------------
     @property
     def method(self) -> str:
-        """The learner's registry name: ``method`` when set, else the scheme's."""
+        """The learner's policies name: ``method`` when set, else the scheme's."""
         return self.settings.method or self.settings.scheme
 
     def _build_learner(self, policy: MixedPolicy) -> None:
@@ -139,7 +135,7 @@ class TrainerService:
 
     async def setup(self) -> None:
         """Resolve the starting policy, rebuild the learner, recover the buffer."""
-        policy, saved = await initial_policy(self.settings, self.registry)
+        policy, saved = await initial_policy(self.settings, self.policies)
         meta = policy.metadata
         if saved is not None:
             self.state = saved
@@ -152,7 +148,7 @@ class TrainerService:
                                       events_learned=int(meta.get("events_learned", 0) or 0),
                                       alpha_step=0 if fresh else _opt_int(meta.get("alpha_step")))
         self._build_learner(policy)
-        await self.registry.ensure_seq_at_least(self.state.version)
+        await self.policies.ensure_seq_at_least(self.state.version)
         if saved is not None:
             # A crash between saving a state and trimming the durable buffer leaves
             # transitions of that state in it: the state names them, remove exactly those.
@@ -166,8 +162,8 @@ class TrainerService:
         self.metrics.events_learned.inc(self.state.events_learned)
         self.metrics.updates.inc(self.state.updates)
         self.policy = policy
-        current = await self.registry.current_version()
-        unpublished = saved is not None and saved.version not in await self.registry.versions()
+        current = await self.policies.current_version()
+        unpublished = saved is not None and saved.version not in await self.policies.versions()
         if current is None or unpublished:
             # Nothing served yet (or Redis was wiped), or the trainer died between saving
             # a version and publishing it: publish what we have. A current version that
@@ -201,7 +197,7 @@ class TrainerService:
         if found:
             logger.warning("resync: %d committed transitions were missing in memory",
                            len(found))
-            self.guard.observe((t.source, t.reward) for t in found)
+            self.anneal.guard.observe((t.source, t.reward) for t in found)
             self.metrics.events_buffered.inc(len(found))
         self.bus.restart_reading()
         self._needs_resync = False
@@ -233,7 +229,7 @@ class TrainerService:
         if new:
             self._last_new = time.monotonic()
             self.buffer.extend(new)
-            self.guard.observe((t.source, t.reward) for t in new)
+            self.anneal.guard.observe((t.source, t.reward) for t in new)
             self.metrics.events_buffered.inc(len(new))
         await self.flush()  # a publication that failed earlier goes first
         await self.follow_rollback()
@@ -248,10 +244,10 @@ class TrainerService:
 
     async def follow_rollback(self) -> bool:
         """Continue from ``current`` when someone rolled back to an older version."""
-        current = await self.registry.current_version()
+        current = await self.policies.current_version()
         if current is None or current == self.state.version:
             return False
-        policy = await self.registry.load(current)
+        policy = await self.policies.load(current)
         logger.warning("current version is %d (was %d): continuing from it", current,
                        self.state.version)
         self._build_learner(policy)
@@ -303,7 +299,7 @@ class TrainerService:
                 self.metrics.update_seconds.observe(time.perf_counter() - start)
                 return stats
             for _ in range(steps):
-                self._apply_guardrail()  # reads the schedule step before this update counts
+                self.anneal.step(self.state)  # reads the schedule step before this update counts
                 self.state.updates += 1
                 self._sync_alpha_step()
             self.state.events_learned += len(learned)
@@ -368,32 +364,6 @@ class TrainerService:
         if hasattr(self.learner, "alpha_step"):
             self.learner.alpha_step = self.state.anneal_step
 
-    def _apply_guardrail(self) -> None:
-        """Advance the α schedule, or pull it back while β's users fare worse."""
-        verdict = self.guard.check()
-        m = self.metrics
-        m.guard_reward.labels(source="theta").set(verdict.mean_theta)
-        m.guard_reward.labels(source="beta").set(verdict.mean_beta)
-        m.guard_z.set(verdict.z)
-        step = self.state.anneal_step
-        if verdict.alarm and self.settings.scheme == "ap":
-            new_step = int(step * self.guard.config.backoff)
-            m.guard_alarm.set(1)
-            m.guard_alarms.inc()
-            logger.warning(
-                "guardrail: beta's online reward %.3f (n=%d) is below theta's %.3f (n=%d), "
-                "z=%.2f; α step %d -> %d", verdict.mean_beta, verdict.n_beta,
-                verdict.mean_theta, verdict.n_theta, verdict.z, step, new_step)
-            self.state.alpha_step = new_step
-            self._guard_alarmed = True
-        else:
-            if self._guard_alarmed:
-                logger.warning("guardrail cleared: annealing α resumes from step %d", step)
-            self._guard_alarmed = False
-            m.guard_alarm.set(0)
-            # None while the schedule follows the update count (the usual case).
-            self.state.alpha_step = None if step == self.state.updates else step + 1
-
     async def flush(self) -> None:
         """Publish the learned state and trim the durable buffer, if still due."""
         if self._publication_due:
@@ -414,7 +384,7 @@ class TrainerService:
     async def _publish(self, parent: int | None) -> None:
         from policy.checkpoint import policy_to_bytes, save_checkpoint
 
-        version = await self.registry.next_version()
+        version = await self.policies.next_version()
         policy = self._compose(version, parent)
         bad = await asyncio.to_thread(nonfinite_parameters, policy)
         if bad:
@@ -431,7 +401,7 @@ class TrainerService:
             self.audit.learn(self.state.updates, self._unpublished_ids)
         await asyncio.to_thread(save_checkpoint, policy, self.settings.state_dir / POLICY_DIR)
         await asyncio.to_thread(on_disk.save, self.settings.state_dir)
-        await self.registry.publish(policy, blob)
+        await self.policies.publish(policy, blob)
         self.state.version = version
         self.policy = policy
         await self._write_stats({"updates": self.state.updates, "version": version})
@@ -442,7 +412,7 @@ class TrainerService:
 
     async def _write_stats(self, values: dict[str, int]) -> None:
         if self.stats_client is not None:
-            keys = self.registry.keys
+            keys = self.policies.keys
             await self.stats_client.hset(keys.trainer_stats,
                                          mapping={k: int(v) for k, v in values.items()})
 

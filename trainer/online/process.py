@@ -8,7 +8,7 @@ import logging
 from trainer.online.loop import TrainerService
 from trainer.online.metrics import TrainerMetrics
 from trainer.online.settings import TrainerSettings
-from trainer.transport.publication import PolicyRegistry
+from trainer.transport.publication import PublishedPolicies
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +41,13 @@ async def run_trainer(settings: TrainerSettings) -> None:
                          claim_idle_ms=settings.claim_idle_ms,
                          claim_every_s=settings.claim_every_s,
                          max_deliveries=settings.max_deliveries)
-    registry = PolicyRegistry(client, keys, keep=settings.keep_versions)
+    policies = PublishedPolicies(client, keys, keep=settings.keep_versions)
     metrics = TrainerMetrics()
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    service = TrainerService(settings, bus, registry, stats_client=client, metrics=metrics)
+    service = TrainerService(settings, bus, policies, stats_client=client, metrics=metrics)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.stop)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer.online.settings import TrainerSettings
-from trainer.transport.publication import PolicyRegistry, start_policy
+from trainer.transport.publication import PublishedPolicies, start_policy
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -71,7 +71,7 @@ class TrainerState:
 
 
 async def initial_policy(
-s: TrainerSettings, registry: PolicyRegistry
+s: TrainerSettings, policies: PublishedPolicies
 ) -> tuple[MixedPolicy, TrainerState | None]:
     """Where the trainer starts: its own saved state (resume), else Redis' current
     version, else the configured checkpoint, else an untrained policy."""
@@ -83,6 +83,6 @@ s: TrainerSettings, registry: PolicyRegistry
         logger.info("resuming from %s: version %d, %d updates, α=%.3f", s.state_dir,
                     saved.version, saved.updates, policy.alpha)
         return policy, saved
-    policy = await start_policy(registry, checkpoint=s.checkpoint, num_items=s.num_items,
+    policy = await start_policy(policies, checkpoint=s.checkpoint, num_items=s.num_items,
                                 max_len=s.max_len, seed=s.seed)
     return policy, None

@@ -59,7 +59,7 @@ def nonfinite_parameters(policy: MixedPolicy) -> list[str]:
     return bad
 
 
-class PolicyRegistry:
+class PublishedPolicies:
     """Versioned policy publication in Redis for one namespace."""
 
     def __init__(self, client: Any, keys: RedisKeys, *, keep: int = 5) -> None:
@@ -155,7 +155,7 @@ class PolicyRegistry:
 
 
 async def start_policy(
-    registry: PolicyRegistry,
+    policies: PublishedPolicies,
     *,
     checkpoint: str | Path | None,
     num_items: int,
@@ -173,9 +173,9 @@ async def start_policy(
     from policy.checkpoint import local_policy
 
     try:
-        version = await registry.current_version()
+        version = await policies.current_version()
         if version is not None:
-            policy = await registry.load(version)
+            policy = await policies.load(version)
             bad = await asyncio.to_thread(nonfinite_parameters, policy)
             if not bad:
                 logger.info("starting from Redis' current policy version %d", version)

@@ -17,7 +17,7 @@ from trainer.online import TrainerService, TrainerSettings, TrainerState
 from trainer.transport.bus import RedisStreamBus, transition_to_json
 from trainer.transport.keys import RedisKeys
 from trainer.transport.memory_bus import InMemoryBus
-from trainer.transport.publication import PolicyRegistry
+from trainer.transport.publication import PublishedPolicies
 
 N_ITEMS = 30
 
@@ -41,7 +41,8 @@ def _settings(tmp_path: Path, ns: str, **kw: Any) -> TrainerSettings:
 def _trainer(client: aioredis.Redis, settings: TrainerSettings) -> TrainerService:
     keys = RedisKeys(settings.namespace)
     bus = RedisStreamBus(client, keys, consumer=settings.consumer)
-    return TrainerService(settings, bus, PolicyRegistry(client, keys, keep=settings.keep_versions),
+    policies = PublishedPolicies(client, keys, keep=settings.keep_versions)
+    return TrainerService(settings, bus, policies,
                           stats_client=client)
 
 
@@ -61,7 +62,7 @@ async def test_updates_publish_versions_with_rising_alpha_exactly_once(
         client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
     trainer = _trainer(client, _settings(tmp_path, redis_namespace))
     await trainer.setup()
-    reg = trainer.registry
+    reg = trainer.policies
     assert await reg.current_version() == 1  # the starting point is published first
     first = await reg.load(1)
     assert first.scheme == "ap" and first.alpha == 0.0
@@ -129,12 +130,12 @@ async def test_restart_continues_from_disk_version_alpha_and_buffer(
     await again.setup()
     assert again.state == TrainerState(version=2, updates=1, events_learned=8)
     assert [t.event_id for t in again.buffer] == ["ev8", "ev9", "ev10", "ev11"]
-    assert await again.registry.current_version() == 2  # nothing republished
+    assert await again.policies.current_version() == 2  # nothing republished
     for i in range(12, 16):
         await again.bus.publish(_t(i))
     await _drain(again)
     assert again.state.version == 3 and again.state.updates == 2
-    meta = await again.registry.meta(3)
+    meta = await again.policies.meta(3)
     assert meta["alpha"] == 0.5 and meta["parent_version"] == 2
     assert meta["events_learned"] == 16
 
@@ -146,12 +147,12 @@ async def test_trainer_follows_a_rollback(client: aioredis.Redis, tmp_path: Path
     for i in range(16):
         await trainer.bus.publish(_t(i))
     await _drain(trainer)
-    assert await trainer.registry.current_version() == 3
-    assert await trainer.registry.rollback() == 2
+    assert await trainer.policies.current_version() == 3
+    assert await trainer.policies.rollback() == 2
     for i in range(16, 24):
         await trainer.bus.publish(_t(i))
     await _drain(trainer)
-    meta = await trainer.registry.meta(4)
+    meta = await trainer.policies.meta(4)
     assert meta["parent_version"] == 2
     assert meta["updates"] == 2 and meta["alpha"] == 0.5  # continues from v2's step
 
@@ -179,7 +180,7 @@ async def test_ft_scheme_fine_tunes_theta_with_alpha_zero(
     for i in range(8):
         await trainer.bus.publish(_t(i))
     await _drain(trainer)
-    latest = await trainer.registry.load(2)
+    latest = await trainer.policies.load(2)
     assert latest.scheme == "ft" and latest.alpha == 0.0 and latest.beta is None
     assert type(trainer.learner).__name__ == "FTLearner"
 
@@ -245,7 +246,7 @@ async def test_alpha_anneals_from_zero_after_offline_pretraining(
     ckpt = save_checkpoint(theta, tmp_path / "pretrained")
     trainer = _trainer(client, _settings(tmp_path, redis_namespace, checkpoint=ckpt))
     await trainer.setup()
-    reg = trainer.registry
+    reg = trainer.policies
     start = await reg.current_version()
     assert start is not None and (await reg.meta(start))["alpha"] == 0.0
     for i in range(16):
@@ -261,7 +262,7 @@ async def test_ap_learner_follows_the_trainers_alpha_settings(
     trainer = _trainer(client, _settings(tmp_path, redis_namespace, method="ap",
                                          alpha_steps=4))
     await trainer.setup()
-    reg = trainer.registry
+    reg = trainer.policies
     start = await reg.current_version()
     assert start is not None
     for i in range(16):
@@ -286,7 +287,7 @@ def test_demo_trainer_and_suite_use_one_learner_class_per_scheme(tmp_path: Path)
     for scheme, suite_method in (("ap", "ialp-ap"), ("ft", "ialp-ft")):
         trainer = TrainerService(
             _settings(tmp_path, "unused", scheme=scheme), InMemoryBus(),
-            PolicyRegistry(None, RedisKeys("unused")))
+            PublishedPolicies(None, RedisKeys("unused")))
         suite_learner = IALP_METHODS[suite_method][1]
         assert suite_learner is not None
         assert learner_class(trainer.method) is learner_class(suite_learner)

@@ -1,6 +1,6 @@
 """``ialp export`` and ``ialp ope`` on a real Redis: transitions enqueued through the
 feedback bus (as the API does), decisions stored by the decision store, a policy version
-published by the registry; export → ope round trip, and the command's errors."""
+published by the policies; export → ope round trip, and the command's errors."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from policy.mixed import MixedPolicy
 from trainer.ope.logs import read_jsonl
 from trainer.transport.bus import RedisStreamBus
 from trainer.transport.keys import RedisKeys
-from trainer.transport.publication import PolicyRegistry
+from trainer.transport.publication import PublishedPolicies
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ITEMS = 15
 
 
@@ -55,9 +55,9 @@ async def _log(redis_url: str, ns: str, n: int = 200) -> MixedPolicy:
         r = float(rng.random() < reward_of[item])
         await bus.publish(d.transition(item, r, done=False))
     candidate = _policy(2)
-    registry = PolicyRegistry(client, keys)
-    candidate.version = await registry.next_version()
-    await registry.publish(candidate, policy_to_bytes(candidate))
+    policies = PublishedPolicies(client, keys)
+    candidate.version = await policies.next_version()
+    await policies.publish(candidate, policy_to_bytes(candidate))
     await client.aclose()
     return candidate
 

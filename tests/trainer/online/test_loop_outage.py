@@ -16,7 +16,7 @@ from policy.types import Transition
 from trainer.online import TrainerService, TrainerSettings
 from trainer.transport.bus import RedisStreamBus
 from trainer.transport.keys import RedisKeys
-from trainer.transport.publication import PolicyRegistry
+from trainer.transport.publication import PublishedPolicies
 from trainer.transport.redis_server import EmbeddedRedis
 
 N_ITEMS = 25
@@ -34,7 +34,7 @@ def _trainer(client: aioredis.Redis, tmp_path: Path) -> TrainerService:
         consumer="t1", block_ms=20)
     keys = RedisKeys(settings.namespace)
     return TrainerService(settings, RedisStreamBus(client, keys, consumer="t1"),
-                          PolicyRegistry(client, keys), stats_client=client)
+                          PublishedPolicies(client, keys), stats_client=client)
 
 
 def _t(i: int) -> Transition:
@@ -72,7 +72,7 @@ async def test_failed_publication_is_retried_without_relearning(
     revived = await _restart(private_redis)
     try:
         await trainer.step([])
-        reg = trainer.registry
+        reg = trainer.policies
         assert await reg.current_version() == 2
         assert (await reg.meta(2))["events_learned"] == 3
         assert await trainer.bus.buffered() == []

@@ -120,8 +120,8 @@ def test_build_rejects_malformed_files_with_file_and_line(
 
 
 def test_environment_semantics(tmp_path: Path, cache: Path) -> None:
+    from simulator_client.envs.by_name import make_env
     from simulator_client.envs.storage import build_environment
-    from simulator_client.registry import make_env
 
     seqs, items = _write_dataset(tmp_path / "data")
     build_environment("gadgets", sequences=seqs, items=items, progress=False)

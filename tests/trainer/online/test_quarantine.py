@@ -15,7 +15,7 @@ from trainer.audit import learned_counts
 from trainer.online import TrainerService, TrainerSettings
 from trainer.transport.bus import RedisStreamBus
 from trainer.transport.keys import RedisKeys
-from trainer.transport.publication import PolicyRegistry, nonfinite_parameters
+from trainer.transport.publication import PublishedPolicies, nonfinite_parameters
 
 N_ITEMS = 30
 
@@ -42,7 +42,7 @@ async def test_hostile_rewards_are_quarantined_and_honest_ones_learned(
                         learner_options={"lr": 1e-2}, audit_log=audit)
     keys = RedisKeys(redis_namespace)
     trainer = TrainerService(s, RedisStreamBus(client, keys, consumer="q1"),
-                             PolicyRegistry(client, keys), stats_client=client)
+                             PublishedPolicies(client, keys), stats_client=client)
     await trainer.setup()
     hostile = {5, 21, 40}  # 3 of 48: finite rewards whose square float32 cannot hold
     events = [_t(i, 1e30 if i in hostile else float(1 + i % 5)) for i in range(48)]
@@ -61,6 +61,6 @@ async def test_hostile_rewards_are_quarantined_and_honest_ones_learned(
     honest = {f"q{i}" for i in range(48) if i not in hostile}
     assert set(learned) == honest and set(learned.values()) == {1}
     assert set(rejected) == {"q5", "q21", "q40"}
-    latest = await trainer.registry.load(int(await trainer.registry.current_version()))
+    latest = await trainer.policies.load(int(await trainer.policies.current_version()))
     assert nonfinite_parameters(latest) == []
     assert latest.metadata["events_learned"] == 45
