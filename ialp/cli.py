@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "ialp.commands.llm",
     "ialp.commands.pretrain",
     "ialp.commands.ope",
+    "ialp.commands.policy",
 ]
 
 

@@ -37,6 +37,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--claim-idle-ms", type=int)
     p.add_argument("--max-deliveries", type=int)
     p.add_argument("--metrics-port", type=int, help="Prometheus port (0: off)")
+    p.add_argument("--promotion", choices=["direct", "gate"],
+                   help="direct: new versions go live at once; gate: as candidates, "
+                   "promoted when off-policy evaluation shows them not worse")
+    p.add_argument("--gate-margin", type=float,
+                   help="reward per decision a candidate may lose and still be promoted")
+    p.add_argument("--gate-min-samples", type=int,
+                   help="logged decisions needed before the gate decides")
+    p.add_argument("--gate-every", type=int,
+                   help="new logged decisions between evaluations of an undecided candidate")
+    p.add_argument("--rollback-min-samples", type=int,
+                   help="events per version before rewards are compared (0: no rollback)")
+    p.add_argument("--rollback-z", type=float, help="z that triggers a rollback")
     p.add_argument("--seed", type=int)
     p.set_defaults(func=_trainer)
 
@@ -45,7 +57,9 @@ _FIELDS = ("redis_url", "namespace", "checkpoint", "state_dir", "num_items", "me
            "replay_updates",
            "scheme", "beta_init", "learner_options", "update_every", "flush_idle_s",
            "alpha_schedule", "alpha_start", "alpha_steps", "keep_versions", "consumer",
-           "claim_idle_ms", "max_deliveries", "metrics_port", "seed")
+           "claim_idle_ms", "max_deliveries", "metrics_port", "seed", "promotion",
+           "gate_margin", "gate_min_samples", "gate_every", "rollback_min_samples",
+           "rollback_z")
 
 
 def _trainer(args: argparse.Namespace) -> int:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 from policy.types import Transition
 from trainer.audit import LearnAudit
 from trainer.online.anneal import GuardedAnneal
+from trainer.online.deployment import Deployment
 from trainer.online.metrics import TrainerMetrics
-from trainer.online.quarantine import fit_or_isolate
+from trainer.online.quarantine import fit_or_isolate, invalid_reason, nonfinite_update
 from trainer.online.rehearsal import Rehearsal
 from trainer.online.settings import TrainerSettings
 from trainer.online.state import POLICY_DIR, TrainerState, initial_policy
@@ -82,6 +82,8 @@ class TrainerService:
         self.audit = LearnAudit(settings.audit_log) if settings.audit_log else None
         self.rehearsal: Rehearsal | None = None  # built with the learner (needs max_len)
         self.anneal = GuardedAnneal(settings, self.metrics)
+        self.deployment = Deployment(settings, policies, self.metrics)
+        self._seen_current: int | None = None  # the last current version followed
 
     # -- set-up ------------------------------------------------------------------------
     @property
@@ -163,25 +165,19 @@ class TrainerService:
         self.metrics.updates.inc(self.state.updates)
         self.policy = policy
         current = await self.policies.current_version()
+        self._seen_current = current
         unpublished = saved is not None and saved.version not in await self.policies.versions()
         if current is None or unpublished:
             # Nothing served yet (or Redis was wiped), or the trainer died between saving
             # a version and publishing it: publish what we have. A current version that
             # differs from a published one of ours is a rollback, followed in step().
-            await self._publish(parent=current)
+            await self._publish(parent=current, promote=True if current is None else None)
+            self._seen_current = await self.policies.current_version()
         self.metrics.buffer.set(len(self.buffer))
         self.metrics.version.set(self.state.version)
         self.metrics.alpha.set(float(getattr(self.learner, "alpha", 0.0)))
 
     # -- the loop ------------------------------------------------------------------------
-    def _valid(self, t: Transition) -> str | None:
-        n = self.num_items
-        if not 0 <= t.action < n:
-            return f"action {t.action} outside the catalogue of {n} items"
-        if any(not 0 <= x < n for x in t.history):
-            return f"history item outside the catalogue of {n} items"
-        return None
-
     async def resync(self) -> None:
         """Rebuild the in-memory buffer from Redis, the source of truth.
 
@@ -217,7 +213,7 @@ class TrainerService:
             await self.resync()
         if not deliveries:
             await self._check_buffer()
-        bad = [(d, self._valid(d.event)) for d in deliveries]
+        bad = [(d, invalid_reason(d.event, self.num_items)) for d in deliveries]
         invalid = [(d.entry_id, transition_to_json(d.event), why) for d, why in bad if why]
         if invalid:
             await self.bus.dead_letter(invalid)
@@ -230,8 +226,12 @@ class TrainerService:
             self._last_new = time.monotonic()
             self.buffer.extend(new)
             self.anneal.guard.observe((t.source, t.reward) for t in new)
+            self.deployment.observe(new)
             self.metrics.events_buffered.inc(len(new))
         await self.flush()  # a publication that failed earlier goes first
+        outcome = await self.deployment.run()
+        if outcome is not None and outcome[0] == "promote" and outcome[1] == self.state.version:
+            self._seen_current = outcome[1]  # our own candidate: nothing to follow
         await self.follow_rollback()
         every = self.settings.update_every
         while len(self.buffer) >= every:
@@ -243,9 +243,14 @@ class TrainerService:
         return len(new)
 
     async def follow_rollback(self) -> bool:
-        """Continue from ``current`` when someone rolled back to an older version."""
+        """Continue from ``current`` when it changed to a version this trainer did not
+        just publish: a rollback (by an admin or by :class:`Deployment`) or a promoted
+        candidate from elsewhere."""
         current = await self.policies.current_version()
-        if current is None or current == self.state.version:
+        if current is None or current == self._seen_current:
+            return False
+        self._seen_current = current
+        if current == self.state.version:
             return False
         policy = await self.policies.load(current)
         logger.warning("current version is %d (was %d): continuing from it", current,
@@ -293,7 +298,8 @@ class TrainerService:
             self._sync_alpha_step()
             if self.rehearsal is not None:
                 await self.rehearsal.run(self.learner, learned)
-            problem = await asyncio.to_thread(self._nonfinite, stats)
+            problem = await asyncio.to_thread(
+                nonfinite_update, stats, lambda: self._compose(self.state.version, None))
             if problem is not None:
                 await self._reject(learned, *problem)
                 self.metrics.update_seconds.observe(time.perf_counter() - start)
@@ -327,17 +333,6 @@ class TrainerService:
         self._consumed_ids.extend(ids)
         if self.audit is not None:
             self.audit.reject(self.state.updates, ids, "nonfinite_loss")
-
-    def _nonfinite(self, stats: dict[str, float]) -> tuple[str, str] | None:
-        """``(reason, what)`` when the update produced NaN/inf losses or weights."""
-        bad = sorted(k for k, v in stats.items() if not math.isfinite(float(v)))
-        if bad:
-            return "nonfinite_loss", ", ".join(f"{k}={stats[k]}" for k in bad)
-        # The policy as it would be published (β and the frozen θ it is mixed with).
-        tensors = nonfinite_parameters(self._compose(self.state.version, None))
-        if tensors:
-            return "nonfinite_weights", ", ".join(tensors[:5])
-        return None
 
     async def _reject(self, batch: list[Transition], reason: str, what: str) -> None:
         """Drop a poisoned update (its weights came out non-finite): keep serving the
@@ -381,8 +376,13 @@ class TrainerService:
                                           learned_total=self.state.events_learned)
             self._consumed_ids = []
 
-    async def _publish(self, parent: int | None) -> None:
+    async def _publish(self, parent: int | None, promote: bool | None = None) -> None:
+        """Checkpoint, then publish the learned state: as the current version, or as
+        the candidate under ``promotion = "gate"`` (``promote`` overrides)."""
         from policy.checkpoint import policy_to_bytes, save_checkpoint
+
+        if promote is None:
+            promote = self.settings.promotion == "direct"
 
         version = await self.policies.next_version()
         policy = self._compose(version, parent)
@@ -401,7 +401,9 @@ class TrainerService:
             self.audit.learn(self.state.updates, self._unpublished_ids)
         await asyncio.to_thread(save_checkpoint, policy, self.settings.state_dir / POLICY_DIR)
         await asyncio.to_thread(on_disk.save, self.settings.state_dir)
-        await self.policies.publish(policy, blob)
+        await self.policies.publish(policy, blob, promote=promote)
+        if promote:
+            self._seen_current = version
         self.state.version = version
         self.policy = policy
         await self._write_stats({"updates": self.state.updates, "version": version})

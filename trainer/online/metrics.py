@@ -53,3 +53,12 @@ class TrainerMetrics:
         self.guard_z = Gauge("ialp_trainer_guardrail_z", "Welch z of mean_theta - "
                              "mean_beta over the window (nan without a verdict).",
                              registry=r)
+        self.promotions = Counter(
+            "ialp_trainer_promotions", "Candidate versions made current by the promotion "
+            "gate.", registry=r)
+        self.gate_rejections = Counter(
+            "ialp_trainer_gate_rejections", "Candidate versions the promotion gate found "
+            "worse than the served one.", registry=r)
+        self.rollbacks = Counter(
+            "ialp_trainer_rollbacks", "Served versions rolled back automatically because "
+            "their users' rewards fell below the previous version's.", registry=r)

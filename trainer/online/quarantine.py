@@ -8,9 +8,39 @@ isolated; they are returned for quarantine and everything else is learned.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from policy.types import Transition
+
+if TYPE_CHECKING:
+    from policy.mixed import MixedPolicy
+
+
+def invalid_reason(t: Transition, num_items: int) -> str | None:
+    """Why ``t`` cannot be learned by a policy over ``num_items`` items (dead-lettered),
+    or ``None``."""
+    if not 0 <= t.action < num_items:
+        return f"action {t.action} outside the catalogue of {num_items} items"
+    if any(not 0 <= x < num_items for x in t.history):
+        return f"history item outside the catalogue of {num_items} items"
+    return None
+
+
+def nonfinite_update(stats: dict[str, float],
+                     composed: Callable[[], MixedPolicy]) -> tuple[str, str] | None:
+    """``(reason, what)`` when an update produced NaN/inf losses, or weights of the policy
+    as it would be published (``composed()``: β and the frozen θ it is mixed with)."""
+    from trainer.transport.publication import nonfinite_parameters
+
+    bad = sorted(k for k, v in stats.items() if not math.isfinite(float(v)))
+    if bad:
+        return "nonfinite_loss", ", ".join(f"{k}={stats[k]}" for k in bad)
+    tensors = nonfinite_parameters(composed())
+    if tensors:
+        return "nonfinite_weights", ", ".join(tensors[:5])
+    return None
 
 
 async def fit_or_isolate(

@@ -81,3 +81,35 @@ class TrainerSettings(DeploymentSettings):
     guard_backoff: float = Field(
         default=0.5, ge=0.0, lt=1.0, description="Reward guardrail: on alarm the α "
         "schedule's step is multiplied by this.")
+    promotion: Literal["direct", "gate"] = Field(
+        default="direct", description="direct: every new version becomes current at once; "
+        "gate: it is published as the candidate and promoted only when off-policy "
+        "evaluation on the logged decisions shows it is not worse than the served "
+        "version (docs/deployment.md).")
+    gate_window: int = Field(
+        default=5000, ge=1, description="Promotion gate: newest logged decisions (with a "
+        "propensity below 1) the candidate is evaluated on.")
+    gate_min_samples: int = Field(
+        default=200, ge=1, description="Promotion gate: logged decisions needed before a "
+        "verdict.")
+    gate_margin: float = Field(
+        default=0.0, ge=0.0, description="Promotion gate: mean reward per decision the "
+        "candidate may lose to the served version (non-inferiority margin).")
+    gate_level: float = Field(
+        default=0.95, gt=0.0, lt=1.0, description="Promotion gate: confidence level of "
+        "the interval of candidate − served.")
+    gate_every: int = Field(
+        default=100, ge=1, description="Promotion gate: new logged decisions between two "
+        "evaluations of the same undecided candidate.")
+    rollback_min_samples: int = Field(
+        default=200, ge=0, description="Automatic rollback: feedback events logged under "
+        "the served version (and under the one it replaced) before their rewards are "
+        "compared; 0 disables rollback.")
+    rollback_window: int = Field(
+        default=1000, ge=1, description="Automatic rollback: newest events per version "
+        "compared.")
+    rollback_z: float = Field(
+        default=3.0, gt=0.0, description="Automatic rollback: one-sided Welch z of "
+        "previous − served mean reward that triggers it.")
+    rollback_margin: float = Field(
+        default=0.0, ge=0.0, description="Automatic rollback: reward drop tolerated.")

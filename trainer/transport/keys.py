@@ -79,6 +79,17 @@ class RedisKeys:
         return self._k("policy", "seq")
 
     @property
+    def policy_candidate(self) -> str:
+        """Version published as a candidate: evaluated (promotion gate, shadow mode)
+        before it may become current."""
+        return self._k("policy", "candidate")
+
+    @property
+    def policy_log(self) -> str:
+        """Stream of deployment events: promotions, rejections, rollbacks."""
+        return self._k("policy", "log")
+
+    @property
     def policy_versions(self) -> str:
         """List of kept version numbers, oldest first."""
         return self._k("policy", "versions")

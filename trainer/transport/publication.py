@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+_CLEAR_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class VersionNotFoundError(LookupError):
     """The requested policy version is not (or no longer) kept."""
 
@@ -80,9 +86,11 @@ class PublishedPolicies:
         if cur < version:
             await self.client.set(self.keys.policy_seq, version)
 
-    async def publish(self, policy: MixedPolicy, blob: bytes) -> int:
-        """Store ``blob`` (``policy_to_bytes(policy)``) as ``policy.version``, make it
-        current, drop versions beyond the last ``keep`` and announce it."""
+    async def publish(self, policy: MixedPolicy, blob: bytes, *, promote: bool = True) -> int:
+        """Store ``blob`` (``policy_to_bytes(policy)``) as ``policy.version`` and announce
+        it: as the current version (``promote``), else as the candidate that the
+        promotion gate and shadow mode evaluate first. Versions beyond the last ``keep``
+        are dropped, never the current or the candidate one."""
         k = self.keys
         version = int(policy.version)
         meta = policy_summary(policy)
@@ -90,19 +98,68 @@ class PublishedPolicies:
             pipe.set(k.policy_blob(version), blob)
             pipe.set(k.policy_meta(version), json.dumps(meta))
             pipe.rpush(k.policy_versions, version)
-            pipe.set(k.policy_current, version)
+            pipe.set(k.policy_current if promote else k.policy_candidate, version)
             pipe.lrange(k.policy_versions, 0, -1)
+            pipe.mget(k.policy_current, k.policy_candidate)
             res = await pipe.execute()
-        kept = [int(_s(v)) for v in res[-1]]
+        kept = [int(_s(v)) for v in res[-2]]
+        protected = {int(_s(v)) for v in res[-1] if v is not None}
         if len(kept) > self.keep:
-            old = kept[: len(kept) - self.keep]
+            old = [v for v in kept[: len(kept) - self.keep] if v not in protected]
             async with self.client.pipeline(transaction=True) as pipe:
                 for v in old:
                     pipe.delete(k.policy_blob(v), k.policy_meta(v))
-                pipe.ltrim(k.policy_versions, len(old), -1)
+                    pipe.lrem(k.policy_versions, 0, v)
                 await pipe.execute()
         await self.client.publish(k.policy_channel, str(version))
         return version
+
+    async def candidate_version(self) -> int | None:
+        """The version waiting for promotion, or ``None``."""
+        v = await self.client.get(self.keys.policy_candidate)
+        return None if v is None else int(v)
+
+    async def promote(self, version: int) -> None:
+        """Make the kept ``version`` current (it stops being the candidate)."""
+        k = self.keys
+        if not await self.client.exists(k.policy_blob(version)):
+            raise VersionNotFoundError(f"policy version {version} is not kept")
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(k.policy_current, version)
+            pipe.get(k.policy_candidate)
+            res = await pipe.execute()
+        if res[1] is not None and int(_s(res[1])) == version:
+            # Only this version's own promotion clears it (a newer candidate stays).
+            await self.client.eval(_CLEAR_IF_EQUAL, 1, k.policy_candidate, version)
+        await self.client.publish(k.policy_channel, str(version))
+
+    async def withdraw_candidate(self, version: int) -> None:
+        """Stop offering ``version`` as the candidate (a newer candidate stays)."""
+        await self.client.eval(_CLEAR_IF_EQUAL, 1, self.keys.policy_candidate, version)
+        await self.client.publish(self.keys.policy_channel, "candidate")
+
+    async def annotate(self, version: int, **fields: Any) -> None:
+        """Merge JSON-safe ``fields`` into a kept version's metadata (e.g. the gate's
+        verdict, which ``GET /v1/policy`` shows)."""
+        meta = await self.meta(version)
+        meta.update(fields)
+        await self.client.set(self.keys.policy_meta(version), json.dumps(meta))
+
+    async def log_event(self, kind: str, **fields: Any) -> None:
+        """Append a deployment event (promotion, rejection, rollback) to the policy log
+        stream (capped at about 10,000 entries)."""
+        entry = {"kind": kind, **{k: json.dumps(v) for k, v in fields.items()}}
+        await self.client.xadd(self.keys.policy_log, entry, maxlen=10_000, approximate=True)
+
+    async def events(self, count: int = 100) -> list[dict[str, Any]]:
+        """The latest deployment events, newest first."""
+        out: list[dict[str, Any]] = []
+        for entry_id, raw in await self.client.xrevrange(self.keys.policy_log, count=count):
+            d = {_s(k): _s(v) for k, v in raw.items()}
+            kind = d.pop("kind", "")
+            out.append({"id": _s(entry_id), "kind": kind,
+                        **{k: json.loads(v) for k, v in d.items()}})
+        return out
 
     async def current_version(self) -> int | None:
         """The version replicas should serve, or ``None`` before the first publication."""
