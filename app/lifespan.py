@@ -24,6 +24,7 @@ from app.policy_holder import PolicyHolder, PolicyWatcher
 from app.recommender import Recommender
 from app.redis_gate import RedisGate
 from app.settings import ServiceSettings
+from app.shadow import Shadow
 from app.state import ServiceState, redis_errors
 from trainer.transport.bus import RedisStreamBus
 from trainer.transport.keys import RedisKeys
@@ -122,9 +123,11 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
             metrics.policy_swaps.inc()
 
         holder = PolicyHolder(policy, on_swap=on_swap)
+        shadow = Shadow(metrics, expected_num_items=policy.num_items,
+                        seed=settings.seed) if settings.shadow else None
         watcher = PolicyWatcher(holder, policies, poll_s=settings.policy_poll_s,
                                 expected_num_items=policy.num_items,
-                                on_reject=metrics.policy_rejected.inc)
+                                on_reject=metrics.policy_rejected.inc, shadow=shadow)
         store = DecisionStore(
             client, keys, ttl_s=settings.decision_ttl_s,
             default_reward_after_s=(settings.default_reward_after_s
@@ -135,9 +138,9 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
         recommender = Recommender(
             holder, store, gate, metrics, micro_batching=settings.micro_batching,
             max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
-            seed=settings.seed)
+            seed=settings.seed, shadow=shadow)
         svc = ServiceState(settings, metrics, client, keys, policies, holder, watcher,
-                           store, bus, gate, recommender, item_ids, embedded)
+                           store, bus, gate, recommender, item_ids, embedded, shadow)
         app.state.svc = svc
         recommender.start()
         watcher.start()
@@ -152,6 +155,8 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
                     await task
             await watcher.stop()
             await recommender.stop()
+            if shadow is not None:
+                await asyncio.to_thread(shadow.close)
             with contextlib.suppress(Exception):
                 await client.aclose()
             if embedded is not None:

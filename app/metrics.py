@@ -62,6 +62,15 @@ class ServiceMetrics:
             "serve (non-finite weights, wrong catalogue).", registry=r)
         self.redis_up = Gauge(
             "ialp_redis_up", "1 when the last Redis call succeeded.", registry=r)
+        self.shadow_decisions = Counter(
+            "ialp_shadow_decisions_total", "Requests the candidate decided in shadow "
+            "mode.", registry=r)
+        self.shadow_top1_agreements = Counter(
+            "ialp_shadow_top1_agreements_total", "Shadow decisions whose first item equals "
+            "the served first item.", registry=r)
+        self.shadow_skipped = Counter(
+            "ialp_shadow_skipped_total", "Requests not shadowed because the shadow thread "
+            "was busy.", registry=r)
 
 
 class LatencyMiddleware:

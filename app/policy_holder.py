@@ -22,6 +22,7 @@ from trainer.transport.publication import (
 )
 
 if TYPE_CHECKING:
+    from app.shadow import Shadow
     from policy.mixed import MixedPolicy
 
 logger = logging.getLogger(__name__)
@@ -57,9 +58,11 @@ class PolicyWatcher:
 
     def __init__(self, holder: PolicyHolder, policies: PublishedPolicies, *,
                  poll_s: float = 0.5, expected_num_items: int | None = None,
-                 on_reject: Callable[[], None] | None = None) -> None:
+                 on_reject: Callable[[], None] | None = None,
+                 shadow: Shadow | None = None) -> None:
         """Swap ``holder`` whenever Redis names another version; ``on_reject`` is called
-        when a version is refused (metrics)."""
+        when a version is refused (metrics); ``shadow`` follows the candidate version."""
+        self.shadow = shadow
         self.on_reject = on_reject
         self._refused: int | None = None  # last refused version (log it once)
         self.holder = holder
@@ -71,8 +74,11 @@ class PolicyWatcher:
         self._stopping = asyncio.Event()
 
     async def sync(self) -> bool:
-        """Load the current version if it differs from the served one; True on swap."""
+        """Load the current version if it differs from the served one; True on swap.
+        With shadow mode, also load (or drop) the candidate."""
         async with self._lock:
+            if self.shadow is not None:
+                await self.shadow.sync(self.policies)
             version = await self.policies.current_version()
             if version is None or version == self.holder.policy.version or \
                     version == self._refused:

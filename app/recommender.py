@@ -25,6 +25,7 @@ from app.decisions import Decision, DecisionStore
 from app.metrics import ServiceMetrics
 from app.policy_holder import PolicyHolder
 from app.redis_gate import RedisGate
+from app.shadow import Shadow
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -53,8 +54,11 @@ class Recommender:
 
     def __init__(self, holder: PolicyHolder, store: DecisionStore | None, gate: RedisGate,
                  metrics: ServiceMetrics, *, micro_batching: bool = True,
-                 max_size: int = 64, max_wait_ms: float = 2.0, seed: int = 0) -> None:
-        """``store`` may be ``None`` (decisions are then not recorded)."""
+                 max_size: int = 64, max_wait_ms: float = 2.0, seed: int = 0,
+                 shadow: Shadow | None = None) -> None:
+        """``store`` may be ``None`` (decisions are then not recorded); ``shadow`` runs the
+        candidate on every answered batch."""
+        self.shadow = shadow
         self.holder = holder
         self.store = store
         self.gate = gate
@@ -158,6 +162,11 @@ class Recommender:
         for call, slate in zip(batch, slates, strict=True):
             if not call.future.done():
                 call.future.set_result((slate, policy, recorded))
+        if self.shadow is not None:
+            # After the answers: the candidate never delays or changes them.
+            self.shadow.submit([c.history for c in batch], [c.k for c in batch],
+                               [c.exclude for c in batch], [c.explore for c in batch],
+                               [c.user_id for c in batch], slates)
 
     async def _record(self, policy: MixedPolicy, batch: Sequence[RecommendCall],
                       slates: Sequence[Slate]) -> bool:

@@ -145,6 +145,30 @@ class PolicyInfo(BaseModel):
         default=None, description="Version Redis names current (replicas converge to it).")
     reward_min: float = Field(description="Smallest reward /v1/feedback accepts.")
     reward_max: float = Field(description="Largest reward /v1/feedback accepts.")
+    candidate: CandidateInfo | None = Field(
+        default=None, description="The version waiting for promotion, if any.")
+
+
+class CandidateInfo(BaseModel):
+    """A candidate version: the promotion gate's verdict and what shadow mode saw."""
+
+    version: int = Field(description="Candidate version.")
+    gate: dict[str, Any] | None = Field(
+        default=None, description="The promotion gate's last verdict (decision, SNIPS value "
+        "of candidate and served version, interval of the difference, decisions used, "
+        "reason); null before the first evaluation.")
+    shadow: dict[str, Any] | None = Field(
+        default=None, description="Shadow mode on this replica: decisions, top-1 agreement "
+        "with the served slates, mean slate overlap, skipped; null when shadow mode is off "
+        "or the candidate is not loaded yet.")
+
+
+class PolicyEvent(BaseModel):
+    """A deployment event: promotion, rejection, rollback or submission."""
+
+    id: str = Field(description="Redis stream entry id (time-ordered).")
+    kind: str = Field(description="promotion, rejection, rollback or submission.")
+    detail: dict[str, Any] = Field(description="Versions, estimates and reasons.")
 
 
 class RollbackRequest(BaseModel):

@@ -31,6 +31,11 @@ class ServiceSettings(DeploymentSettings):
         default=200, ge=1, description="Longest history accepted by /v1/recommend.")
     max_k: int = Field(default=20, ge=1, description="Largest slate size k.")
     max_exclude: int = Field(default=1000, ge=0, description="Longest exclude list.")
+    shadow: bool = Field(
+        default=False, description="Shadow mode: the candidate version (trainer with "
+        "--promotion gate, or ialp policy submit) decides beside the served one on live "
+        "traffic, on its own thread, without changing what users receive; agreement is "
+        "shown by GET /v1/policy.")
     micro_batching: bool = Field(
         default=True, description="Batch concurrent /v1/recommend calls into one "
         "forward pass.")

@@ -20,6 +20,7 @@ from app.recommender import Recommender
 from app.redis_gate import RedisGate
 from app.schemas import ErrorResponse
 from app.settings import ServiceSettings
+from app.shadow import Shadow
 from trainer.transport.bus import RedisStreamBus
 from trainer.transport.keys import RedisKeys
 from trainer.transport.publication import PublishedPolicies
@@ -49,6 +50,7 @@ class ServiceState:
     recommender: Recommender
     item_ids: ItemIds
     embedded: EmbeddedRedis | None = None
+    shadow: Shadow | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException
+from fastapi import APIRouter, Body, HTTPException, Query
 
 from app.deps import UNAUTHORIZED, AdminKeyDep, ServiceDep
-from app.schemas import ErrorResponse, PolicyInfo, RollbackRequest
+from app.schemas import CandidateInfo, ErrorResponse, PolicyEvent, PolicyInfo, RollbackRequest
 from app.settings import ServiceSettings
-from app.state import UNAVAILABLE, redis_errors, unavailable
+from app.state import UNAVAILABLE, ServiceState, redis_errors, unavailable
 from trainer.transport.publication import VersionNotFoundError
 
 if TYPE_CHECKING:
@@ -50,7 +50,37 @@ async def policy_info(svc: ServiceDep) -> PolicyInfo:
         # Redis' part is optional: the served policy is answered even when it is down.
         pass
     return _policy_info(policy, svc.settings, trainer_lag=lag, kept_versions=kept,
-                        current_version=current)
+                        current_version=current, candidate=await _candidate(svc))
+
+
+async def _candidate(svc: ServiceState) -> CandidateInfo | None:
+    """The candidate as Redis names it, with the gate's verdict and this replica's shadow
+    statistics (None when there is none or Redis is down)."""
+    try:
+        version = await svc.policies.candidate_version()
+        if version is None:
+            return None
+        gate = (await svc.policies.meta(version)).get("gate")
+    except VersionNotFoundError:
+        return None
+    except redis_errors():
+        return None
+    held = svc.shadow.info() if svc.shadow is not None else None
+    shadow = held["shadow"] if held is not None and held["version"] == version else None
+    return CandidateInfo(version=version, gate=gate, shadow=shadow)
+
+
+@router.get("/v1/policy/events", response_model=list[PolicyEvent],
+            summary="Deployment events: promotions, rejections, rollbacks (newest first)",
+            responses={**UNAVAILABLE})
+async def policy_events(svc: ServiceDep,
+                        count: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[PolicyEvent]:
+    """The deployment log the trainer and ``ialp policy submit`` write."""
+    try:
+        events = await svc.policies.events(count)
+    except redis_errors() as exc:
+        raise unavailable(svc.settings, "cannot read the deployment log") from exc
+    return [PolicyEvent(id=e.pop("id"), kind=e.pop("kind"), detail=e) for e in events]
 
 
 @router.post("/v1/policy/rollback", response_model=PolicyInfo,
