@@ -123,8 +123,8 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
             metrics.policy_swaps.inc()
 
         holder = PolicyHolder(policy, on_swap=on_swap)
-        shadow = Shadow(metrics, expected_num_items=policy.num_items,
-                        seed=settings.seed) if settings.shadow else None
+        shadow = Shadow(metrics, expected_num_items=policy.num_items, seed=settings.seed,
+                        fraction=settings.shadow_fraction) if settings.shadow else None
         watcher = PolicyWatcher(holder, policies, poll_s=settings.policy_poll_s,
                                 expected_num_items=policy.num_items,
                                 on_reject=metrics.policy_rejected.inc, shadow=shadow)

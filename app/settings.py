@@ -36,6 +36,10 @@ class ServiceSettings(DeploymentSettings):
         "--promotion gate, or ialp policy submit) decides beside the served one on live "
         "traffic, on its own thread, without changing what users receive; agreement is "
         "shown by GET /v1/policy.")
+    shadow_fraction: float = Field(
+        default=0.25, gt=0.0, le=1.0, description="Share of answered micro-batches the "
+        "candidate decides in shadow mode (a sample keeps the extra CPU small; the "
+        "agreement is estimated from it).")
     micro_batching: bool = Field(
         default=True, description="Batch concurrent /v1/recommend calls into one "
         "forward pass.")

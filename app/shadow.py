@@ -2,12 +2,13 @@
 
 With ``IALP_SHADOW=true`` a replica also loads the candidate version (published by a
 trainer under ``--promotion gate`` or by ``ialp policy submit``). After a micro-batch has
-been answered, the candidate computes its own slates for the same requests on a separate
-worker thread with its own random generator, so users receive exactly what they would
-without shadow mode, and the served policy's draws are unchanged. Agreement with the served
-slates is counted (top item, slate overlap); when the shadow thread is still busy with an
-earlier batch, the batch is skipped and counted rather than queued, so shadow work never
-accumulates behind live traffic.
+been answered, with probability ``IALP_SHADOW_FRACTION`` (0.25) the candidate computes its
+own slates for the same requests on a separate worker thread with its own random
+generator, so users receive exactly what they would without shadow mode, and the served
+policy's draws are unchanged. Agreement with the served slates is counted (top item,
+slate overlap); when the shadow thread is still busy with an earlier batch, the batch is
+skipped and counted rather than queued, so shadow work never accumulates behind live
+traffic.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class ShadowStats:
     overlap: float = 0.0
     """Sum over requests of |candidate slate ∩ served slate| / k."""
     skipped: int = 0
-    """Requests not shadowed because the shadow thread was busy."""
+    """Sampled requests not shadowed because the shadow thread was busy."""
 
     def as_dict(self) -> dict[str, Any]:
         """Counts plus the rates (None before any decision)."""
@@ -61,12 +62,17 @@ class Shadow:
     """Holds the candidate and runs it on answered batches."""
 
     def __init__(self, metrics: ServiceMetrics, *, expected_num_items: int,
-                 seed: int = 0) -> None:
+                 seed: int = 0, fraction: float = 1.0) -> None:
+        """``fraction``: share of answered batches shadowed (drawn with a generator of
+        its own)."""
         self.metrics = metrics
+        self.fraction = fraction
         self.expected_num_items = expected_num_items
         self.candidate: MixedPolicy | None = None
         self.stats = ShadowStats()
-        self._rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
+        draws, sampling = np.random.SeedSequence(seed).spawn(3)[1:]
+        self._rng = np.random.default_rng(draws)
+        self._sampling = np.random.default_rng(sampling)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         self._busy = threading.Event()
         self._lock = threading.Lock()
@@ -103,6 +109,8 @@ class Shadow:
         """Shadow one answered batch (returns at once; skipped while busy)."""
         candidate = self.candidate
         if candidate is None:
+            return
+        if self.fraction < 1.0 and self._sampling.random() >= self.fraction:
             return
         if self._busy.is_set():
             with self._lock:

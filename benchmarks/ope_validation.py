@@ -143,7 +143,33 @@ def candidates(env: RecBatchEnv, checkpoint: str | None) -> dict[str, MixedPolic
         theta = load_checkpoint(checkpoint, expected_num_items=env.num_items)
         out["pretrained"] = theta
         out["pretrained-eps"] = greedy_variant(theta, 0.2)
+    out.update(next_versions(env))
     return out
+
+
+def next_versions(env: RecBatchEnv) -> dict[str, MixedPolicy]:
+    """Candidates a deployment's promotion gate actually sees: the next versions of the
+    served (logging) network, each a step away from it.
+
+    * ``next-no-uniform``: the logging network without the logger's uniform share;
+    * ``next-prior-1.5``: the same network with a sharper popularity prior (1.5 for 1);
+    * ``next-perturbed``: the logging network with every item's actor bias moved by
+      N(0, 0.5²), about what a few online updates change.
+    """
+    feats = features_for(env)
+
+    def base(prior: float) -> MixedPolicy:
+        return init_policy(PolicyConfig(env.num_items, max_len=20, hidden=32, blocks=1,
+                                        item_features=feats.dim, prior_scale=prior),
+                           seed=7, item_features=feats)
+
+    perturbed = base(1.0)
+    gen = torch.Generator().manual_seed(11)
+    bias = dict(perturbed.theta.actor.named_parameters())["score.id_bias"]  # [I]
+    with torch.no_grad():
+        bias += 0.5 * torch.randn(bias.shape, generator=gen)
+    return {"next-no-uniform": base(1.0), "next-prior-1.5": base(1.5),
+            "next-perturbed": perturbed}
 
 
 def logging_base(env: RecBatchEnv) -> MixedPolicy:
@@ -186,6 +212,11 @@ def evaluate_env(name: str, checkpoint: str | None, args: argparse.Namespace
     """Every candidate, estimand and estimator of one environment, for every seed."""
     env = make_env(name, "train")
     cands = candidates(env, checkpoint)
+    if args.candidates:
+        unknown = set(args.candidates) - set(cands)
+        if unknown:
+            raise SystemExit(f"unknown candidates {sorted(unknown)}; known: {sorted(cands)}")
+        cands = {k: v for k, v in cands.items() if k in args.candidates}
     truths: dict[str, dict[str, float]] = {}
     for cname, pol in cands.items():
         t0 = time.perf_counter()
@@ -270,6 +301,7 @@ def main() -> None:
     p.add_argument("--truth-episodes", type=int, default=4000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--uniform", type=float, default=0.2)
+    p.add_argument("--candidates", nargs="+", help="evaluate only these candidates")
     p.add_argument("--bootstrap", type=int, default=500)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/ope_validation.json"))
     p.add_argument("--render", type=Path, help="print the Markdown tables of a results file")
@@ -288,6 +320,7 @@ def main() -> None:
                    + " ".join(f"--checkpoint {c}" for c in args.checkpoint)
                    + f" --episodes {args.episodes} --truth-episodes {args.truth_episodes}"
                    + f" --seeds {' '.join(map(str, args.seeds))} --bootstrap {args.bootstrap}"
+                   + (f" --candidates {' '.join(args.candidates)}" if args.candidates else "")
                    + f" --out {args.out}",
         "settings": {"episodes": args.episodes, "truth_episodes": args.truth_episodes,
                      "seeds": args.seeds, "uniform": args.uniform,

@@ -94,7 +94,7 @@ def _serve(redis_url: str, ns: str, num_items: int, shadow: bool,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--items", type=int, nargs="+", default=[300, 4606])
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[4, 16])
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--repeats", type=int, default=2)
@@ -107,7 +107,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedRedis(Path(tmp) / "redis", port=free_port()).start()
         try:
-            for n in args.items:
+            for n, c in [(n, c) for n in args.items for c in args.concurrency]:
                 bodies = [{"user_id": int(u), "k": 1, "history": [
                     int(x) for x in rng.integers(0, n, size=args.history)]}
                     for u in range(512)]
@@ -118,32 +118,32 @@ def main() -> int:
                         proc, base = _serve(server.url, ns, n, shadow,
                                             Path(tmp) / f"{ns}.log")
                         try:
-                            asyncio.run(_drive(base, "/v1/recommend", bodies,
-                                               args.concurrency, args.warmup))
-                            res = asyncio.run(_drive(base, "/v1/recommend", bodies,
-                                                     args.concurrency, args.duration))
+                            asyncio.run(_drive(base, "/v1/recommend", bodies, c,
+                                               args.warmup))
+                            res = asyncio.run(_drive(base, "/v1/recommend", bodies, c,
+                                                     args.duration))
                             cand = httpx.get(f"{base}/v1/policy").json().get("candidate")
                         finally:
                             _stop(proc)
-                        row = {"items": n, "shadow": shadow, "repeat": rep,
+                        row = {"items": n, "concurrency": c, "shadow": shadow, "repeat": rep,
                                "throughput_rps": res["throughput_rps"],
                                "errors": res["errors"], **_percentiles(res["latencies"]),
                                "shadow_stats": (cand or {}).get("shadow")}
                         rows.append(row)
-                        print(f"items={n:>6} shadow={shadow!s:<5} rep={rep} "
+                        print(f"items={n:>6} c={c:>3} shadow={shadow!s:<5} rep={rep} "
                               f"{row['throughput_rps']:7.0f} req/s  p50 {row['p50_ms']:6.2f} "
                               f"ms  p99 {row['p99_ms']:6.2f} ms  {row['shadow_stats'] or ''}",
                               flush=True)
         finally:
             server.stop()
     summary = []
-    for n in args.items:
-        off = [r for r in rows if r["items"] == n and not r["shadow"]]
-        on = [r for r in rows if r["items"] == n and r["shadow"]]
+    for n, c in [(n, c) for n in args.items for c in args.concurrency]:
+        off = [r for r in rows if r["items"] == n and r["concurrency"] == c and not r["shadow"]]
+        on = [r for r in rows if r["items"] == n and r["concurrency"] == c and r["shadow"]]
         p50_off = float(np.median([r["p50_ms"] for r in off]))
         p50_on = float(np.median([r["p50_ms"] for r in on]))
         summary.append({
-            "items": n, "p50_off_ms": p50_off, "p50_on_ms": p50_on,
+            "items": n, "concurrency": c, "p50_off_ms": p50_off, "p50_on_ms": p50_on,
             "p50_ratio": p50_on / p50_off,
             "p99_off_ms": float(np.median([r["p99_ms"] for r in off])),
             "p99_on_ms": float(np.median([r["p99_ms"] for r in on])),
@@ -155,14 +155,14 @@ def main() -> int:
                 for r in on])),
         })
         s = summary[-1]
-        print(f"items={n}: p50 {s['p50_off_ms']:.2f} → {s['p50_on_ms']:.2f} ms "
+        print(f"items={n} c={c}: p50 {s['p50_off_ms']:.2f} → {s['p50_on_ms']:.2f} ms "
               f"(×{s['p50_ratio']:.2f}), shadowed {s['shadowed_share']:.0%} of requests")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "command": " ".join(sys.argv), "machine": {"cpus": os.cpu_count(),
                                                   "python": platform.python_version()},
-        "concurrency": args.concurrency, "duration_s": args.duration, "rows": rows,
-        "summary": summary}, indent=2))
+        "concurrency": args.concurrency, "repeats": args.repeats,
+        "duration_s": args.duration, "rows": rows, "summary": summary}, indent=2))
     print(f"wrote {args.out}")
     return 0
 

@@ -53,7 +53,8 @@ def test_shadow_never_changes_what_users_receive(
         http: httpx.Client, module_redis: str,
         serve: Callable[[ServiceSettings], ThreadedServer]) -> None:
     plain = make_settings(module_redis, num_items=N_ITEMS, seed=11)
-    shadowed = make_settings(module_redis, num_items=N_ITEMS, seed=11, shadow=True)
+    shadowed = make_settings(module_redis, num_items=N_ITEMS, seed=11, shadow=True,
+                             shadow_fraction=1.0)
     served = {}
     for s in (plain, shadowed):
         served[s.namespace] = _publish(module_redis, s.namespace, favoured=None, promote=True)
