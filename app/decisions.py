@@ -33,6 +33,8 @@ class Decision:
     sources: tuple[str, ...]
     policy_version: int
     created_at: float
+    arm: str = "mixed"
+    """A/B arm that decided (``app.ab``)."""
 
     def to_json(self) -> str:
         """Compact JSON."""
@@ -40,6 +42,7 @@ class Decision:
             "u": self.user_id, "h": list(self.history), "i": list(self.items),
             "p": list(self.propensities), "s": list(self.sources),
             "v": self.policy_version, "t": self.created_at,
+            **({} if self.arm == "mixed" else {"a": self.arm}),
         }, separators=(",", ":"))
 
     @classmethod
@@ -47,7 +50,7 @@ class Decision:
         """Inverse of :meth:`to_json`."""
         d = json.loads(raw)
         return cls(event_id, int(d["u"]), tuple(d["h"]), tuple(d["i"]), tuple(d["p"]),
-                   tuple(d["s"]), int(d["v"]), float(d["t"]))
+                   tuple(d["s"]), int(d["v"]), float(d["t"]), str(d.get("a", "mixed")))
 
     def transition(self, item_id: int, reward: float, done: bool) -> Transition:
         """Join with feedback on ``item_id`` (which must be in the slate)."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from app.ab import ABArms, ArmsError, parse_arms, popularity_loop
 from app.decisions import DecisionStore
 from app.item_ids import ItemIds
 from app.metrics import ServiceMetrics
@@ -28,7 +29,7 @@ from app.shadow import Shadow
 from app.state import ServiceState, redis_errors
 from trainer.transport.bus import RedisStreamBus
 from trainer.transport.keys import RedisKeys
-from trainer.transport.publication import PublishedPolicies, start_policy
+from trainer.transport.publication import PublishedPolicies, VersionNotFoundError, start_policy
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -36,6 +37,30 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+async def build_ab(settings: ServiceSettings, policies: PublishedPolicies,
+                   policy: MixedPolicy) -> ABArms | None:
+    """The configured A/B arms with their pinned versions loaded, or ``None``. A pinned
+    version that is not kept (or has another catalogue) stops start-up."""
+    arms = parse_arms(settings.ab_arms)
+    if not arms:
+        return None
+    ab = ABArms(arms, num_items=policy.num_items, salt=settings.ab_salt,
+                sticky=settings.ab_bucketing == "user", seed=settings.seed)
+    for arm, version in ab.pinned_versions().items():
+        try:
+            pinned = await policies.load(version)
+        except VersionNotFoundError as exc:
+            raise ArmsError(f"A/B arm {arm}: {exc} (kept: {await policies.versions()}); "
+                            "pin a kept version or raise IALP_KEEP_VERSIONS") from exc
+        if pinned.num_items != policy.num_items:
+            raise ArmsError(f"A/B arm {arm} has {pinned.num_items} items, the served "
+                            f"policy {policy.num_items}")
+        ab.pinned[arm] = pinned
+    logger.info("A/B arms: %s (bucketing per %s)", ", ".join(
+        f"{a} {s:.0%}" for a, s in arms), settings.ab_bucketing)
+    return ab
 
 
 def load_item_ids(settings: ServiceSettings, num_items: int) -> ItemIds:
@@ -135,17 +160,28 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
             cap=settings.decision_cap)
         bus = RedisStreamBus(client, keys, dedup_ttl_s=settings.dedup_ttl_s)
         gate = RedisGate(settings.redis_cooldown_s)
+        try:
+            ab = await build_ab(settings, policies, policy)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+            raise
         recommender = Recommender(
             holder, store, gate, metrics, micro_batching=settings.micro_batching,
             max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
-            seed=settings.seed, shadow=shadow)
+            seed=settings.seed, shadow=shadow, ab=ab)
         svc = ServiceState(settings, metrics, client, keys, policies, holder, watcher,
-                           store, bus, gate, recommender, item_ids, embedded, shadow)
+                           store, bus, gate, recommender, item_ids, embedded, shadow, ab)
         app.state.svc = svc
         recommender.start()
         watcher.start()
         if settings.default_reward is not None:
             svc.tasks.append(asyncio.create_task(default_reward_loop(svc)))
+        if ab is not None and "popular" in ab.names:
+            svc.tasks.append(asyncio.create_task(popularity_loop(
+                ab, client, keys.ab_popularity, settings.ab_popularity_refresh_s)))
         try:
             yield
         finally:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -62,6 +62,12 @@ class ServiceMetrics:
             "serve (non-finite weights, wrong catalogue).", registry=r)
         self.redis_up = Gauge(
             "ialp_redis_up", "1 when the last Redis call succeeded.", registry=r)
+        self.ab_recommendations = Counter(
+            "ialp_ab_recommendations_total", "Slates served per A/B arm.", ["arm"],
+            registry=r)
+        self.ab_reward = Summary(
+            "ialp_ab_feedback_reward", "Accepted feedback rewards per A/B arm (count and "
+            "sum).", ["arm"], registry=r)
         self.shadow_decisions = Counter(
             "ialp_shadow_decisions_total", "Requests the candidate decided in shadow "
             "mode.", registry=r)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from app.ab import CONTROL_ARMS, MIXED, ABArms
 from app.decisions import Decision, DecisionStore
 from app.metrics import ServiceMetrics
 from app.policy_holder import PolicyHolder
@@ -44,6 +45,8 @@ class RecommendCall:
     k: int
     exclude: Sequence[int]
     explore: bool
+    arm: str = "mixed"
+    """A/B arm serving the call (``app.ab``)."""
     future: asyncio.Future[tuple[Slate, MixedPolicy, bool]] = field(
         repr=False, default_factory=lambda: asyncio.get_running_loop().create_future())
     """Resolved when served (create calls inside the event loop)."""
@@ -55,10 +58,11 @@ class Recommender:
     def __init__(self, holder: PolicyHolder, store: DecisionStore | None, gate: RedisGate,
                  metrics: ServiceMetrics, *, micro_batching: bool = True,
                  max_size: int = 64, max_wait_ms: float = 2.0, seed: int = 0,
-                 shadow: Shadow | None = None) -> None:
+                 shadow: Shadow | None = None, ab: ABArms | None = None) -> None:
         """``store`` may be ``None`` (decisions are then not recorded); ``shadow`` runs the
         candidate on every answered batch."""
         self.shadow = shadow
+        self.ab = ab
         self.holder = holder
         self.store = store
         self.gate = gate
@@ -136,13 +140,32 @@ class Recommender:
 
     def _forward(self, policy: MixedPolicy, batch: Sequence[RecommendCall]) -> list[Slate]:
         start = time.perf_counter()
-        slates = policy.act_batch(
-            [c.history for c in batch], k=[c.k for c in batch],
-            explore=[c.explore for c in batch], exclude=[c.exclude for c in batch],
-            user_ids=[c.user_id for c in batch], rng=self.rng,
-        )
+        slates: list[Slate | None] = [None] * len(batch)
+        # One forward pass per policy arm; baseline arms need none.
+        groups: dict[str, list[int]] = {}
+        for i, c in enumerate(batch):
+            groups.setdefault(c.arm, []).append(i)
+        for arm, rows in groups.items():
+            calls = [batch[i] for i in rows]
+            if self.ab is not None and arm in CONTROL_ARMS:
+                out = [self.ab.baseline_slate(arm, c.history, c.k, c.exclude) for c in calls]
+            else:
+                acting = policy if arm == MIXED or self.ab is None else self.ab.pinned[arm]
+                out = acting.act_batch(
+                    [c.history for c in calls], k=[c.k for c in calls],
+                    explore=[c.explore for c in calls], exclude=[c.exclude for c in calls],
+                    user_ids=[c.user_id for c in calls], rng=self.rng)
+            for i, slate in zip(rows, out, strict=True):
+                slates[i] = slate
         self.metrics.forward_seconds.observe(time.perf_counter() - start)
-        return slates
+        return [s for s in slates if s is not None]
+
+    def deciding_policy(self, policy: MixedPolicy, arm: str) -> MixedPolicy:
+        """The policy whose version a decision of ``arm`` records (a pinned arm's own;
+        the served one for the mixed and the baseline arms)."""
+        if self.ab is not None and arm in self.ab.pinned:
+            return self.ab.pinned[arm]
+        return policy
 
     async def _serve(self, batch: list[RecommendCall]) -> None:
         # One read of the reference: the whole batch uses one policy version.
@@ -160,8 +183,11 @@ class Recommender:
         recorded = await self._record(policy, batch, slates)
         self.metrics.recommendations.inc(len(batch))
         for call, slate in zip(batch, slates, strict=True):
+            if self.ab is not None:
+                self.metrics.ab_recommendations.labels(arm=call.arm).inc()
             if not call.future.done():
-                call.future.set_result((slate, policy, recorded))
+                call.future.set_result((slate, self.deciding_policy(policy, call.arm),
+                                        recorded))
         if self.shadow is not None:
             # After the answers: the candidate never delays or changes them.
             self.shadow.submit([c.history for c in batch], [c.k for c in batch],
@@ -177,7 +203,7 @@ class Recommender:
         decisions = [
             Decision(c.event_id, c.user_id, tuple(c.history), tuple(s.items),
                      tuple(float(p) for p in s.propensities), tuple(s.sources),
-                     int(policy.version), now)
+                     int(self.deciding_policy(policy, c.arm).version), now, c.arm)
             for c, s in zip(batch, slates, strict=True)
         ]
         try:

@@ -81,6 +81,8 @@ class RecommendResponse(BaseModel):
     decision_recorded: bool = Field(
         description="False when Redis was unreachable: the slate is valid but feedback "
         "for this event cannot be learned.")
+    arm: str = Field(default="mixed", description="A/B arm that served the request "
+                     "(mixed unless IALP_AB_ARMS is set).")
 
 
 class FeedbackRequest(BaseModel):
@@ -169,6 +171,26 @@ class PolicyEvent(BaseModel):
     id: str = Field(description="Redis stream entry id (time-ordered).")
     kind: str = Field(description="promotion, rejection, rollback or submission.")
     detail: dict[str, Any] = Field(description="Versions, estimates and reasons.")
+
+
+class ABArmReport(BaseModel):
+    """One A/B arm: its share and the feedback its users gave."""
+
+    share: float = Field(description="Configured traffic share.")
+    feedback: int = Field(description="Accepted feedback events (all replicas).")
+    mean_reward: float | None = Field(description="Mean reward of that feedback.")
+    se: float | None = Field(description="Standard error of the mean.")
+    low: float | None = Field(description="95 % interval, lower end.")
+    high: float | None = Field(description="95 % interval, upper end.")
+    diff_to_mixed: dict[str, float | None] | None = Field(
+        default=None, description="mean − mixed's mean with its 95 % interval (Welch).")
+
+
+class ABReport(BaseModel):
+    """The A/B test: configuration and per-arm results."""
+
+    bucketing: str = Field(description="user (sticky) or request.")
+    arms: dict[str, ABArmReport] = Field(description="Per arm, in configuration order.")
 
 
 class RollbackRequest(BaseModel):

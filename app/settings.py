@@ -123,6 +123,19 @@ class ServiceSettings(DeploymentSettings):
         default=2, ge=1, description="Retry-After of 503 answers.")
     enable_noop: bool = Field(
         default=False, description="Expose POST /v1/noop (benchmark baseline).")
+    ab_arms: dict[str, float] = Field(
+        default_factory=dict, description="A/B arms and their traffic shares (JSON), e.g. "
+        '{"mixed": 0.8, "popular": 0.1, "random": 0.05, "version:12": 0.05}; shares sum '
+        "to 1; empty: every request is served by the mixed policy (docs/deployment.md).")
+    ab_bucketing: Literal["user", "request"] = Field(
+        default="user", description="A/B bucketing: sticky per user (hash of salt and "
+        "user id) or per request.")
+    ab_salt: str = Field(
+        default="ialp", description="A/B bucketing salt: change it to reshuffle users "
+        "between arms.")
+    ab_popularity_refresh_s: float = Field(
+        default=10.0, gt=0.0, description="How often the popular arm reloads the per-item "
+        "positive feedback counts from Redis.")
 
     @field_validator("api_key", "admin_api_key", mode="before")
     @classmethod
@@ -131,6 +144,14 @@ class ServiceSettings(DeploymentSettings):
         means no key, never the empty key."""
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
+        return value
+
+    @field_validator("ab_arms")
+    @classmethod
+    def _check_arms(cls, value: dict[str, float]) -> dict[str, float]:
+        from app.ab import parse_arms
+
+        parse_arms(value)  # raises a ValueError naming what is wrong
         return value
 
     @model_validator(mode="after")

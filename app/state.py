@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException
 
+from app.ab import ABArms
 from app.decisions import DecisionStore
 from app.item_ids import ItemIds
 from app.metrics import ServiceMetrics
@@ -51,6 +52,7 @@ class ServiceState:
     item_ids: ItemIds
     embedded: EmbeddedRedis | None = None
     shadow: Shadow | None = None
+    ab: ABArms | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 

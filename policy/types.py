@@ -50,6 +50,10 @@ def pad_histories(histories: Sequence[Sequence[int]], max_len: int) -> np.ndarra
     return out
 
 
+CONTROL_SOURCES = ("random", "popular")
+"""Sources of A/B control-arm decisions: logged, counted and exported, never learned."""
+
+
 @dataclass(frozen=True)
 class Transition:
     """One learned-from step: the decision the service made joined with its feedback.
@@ -75,7 +79,8 @@ class Transition:
     policy_version: int = 0
     """Version of the policy that made the decision."""
     source: str = ""
-    """Which component of a mixed policy chose the action ("theta" / "beta" / "")."""
+    """Which component of a mixed policy chose the action ("theta" / "beta" / ""), or
+    the A/B control arm that did (one of :data:`CONTROL_SOURCES`)."""
 
     @property
     def next_history(self) -> tuple[int, ...]:

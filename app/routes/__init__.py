@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.routes import catalogue, feedback, operations, policy, recommend
+from app.routes import ab, catalogue, feedback, operations, policy, recommend
 
 ROUTERS: tuple[APIRouter, ...] = (recommend.router, feedback.router, policy.router,
-                                  catalogue.router, operations.router)
+                                  ab.router, catalogue.router, operations.router)

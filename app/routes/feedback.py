@@ -3,13 +3,18 @@ the trainer."""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.exceptions import RequestValidationError
 
+from app.ab import record_feedback
 from app.deps import UNAUTHORIZED, ApiKeyDep, ServiceDep
 from app.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse
 from app.state import UNAVAILABLE, redis_errors, unavailable
 from app.validation import field_error, validate_reward
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["serving"])
 
@@ -63,5 +68,13 @@ async def feedback(body: FeedbackRequest, svc: ServiceDep, response: Response,
         response.status_code = 200
         return FeedbackResponse(event_id=body.event_id, status="duplicate")
     outcomes.labels(outcome="accepted").inc()
+    if svc.ab is not None:
+        svc.metrics.ab_reward.labels(arm=decision.arm).observe(body.reward)
+        try:
+            await record_feedback(svc.client, svc.keys.ab_stats, svc.keys.ab_popularity,
+                                  decision.arm, item, body.reward)
+        except redis_errors() as exc:
+            # The event itself is safely enqueued; only the A/B counters miss it (logged).
+            logger.warning("A/B counters not updated for %s: %s", body.event_id, exc)
     return FeedbackResponse(event_id=body.event_id, status="accepted",
                             stream_id=stream_id)

@@ -20,11 +20,12 @@ router = APIRouter(tags=["serving"])
 async def recommend(req: RecommendRequest, svc: ServiceDep) -> RecommendResponse:
     """Serve a slate from the current policy and record the decision for feedback."""
     history, exclude = validate_recommend(req, svc.item_ids, svc.settings)
-    call = RecommendCall(uuid.uuid4().hex, user_index(req.user_id), history, req.k,
-                         exclude, req.explore)
+    event_id, user = uuid.uuid4().hex, user_index(req.user_id)
+    arm = svc.ab.assign(user, event_id) if svc.ab is not None else "mixed"
+    call = RecommendCall(event_id, user, history, req.k, exclude, req.explore, arm)
     slate, policy, recorded = await svc.recommender.recommend(call)
     return RecommendResponse(
         event_id=call.event_id, items=svc.item_ids.to_external(slate.items),
         propensities=[float(p) for p in slate.propensities],
         sources=list(slate.sources), policy_version=int(policy.version),
-        alpha=float(policy.alpha), decision_recorded=recorded)
+        alpha=float(policy.alpha), decision_recorded=recorded, arm=arm)

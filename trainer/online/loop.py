@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from policy.types import Transition
+from policy.types import CONTROL_SOURCES, Transition
 from trainer.audit import LearnAudit
 from trainer.online.anneal import GuardedAnneal
 from trainer.online.deployment import Deployment
@@ -267,19 +267,19 @@ class TrainerService:
         return True
 
     async def update(self, batch: list[Transition]) -> dict[str, float]:
-        """Learn ``batch`` (the oldest buffered), then publish.
-
-        The batch leaves the in-memory buffer as soon as the learner has used it; if
-        publishing fails (Redis down), the publication and the trimming of the durable
-        buffer are retried by the next :meth:`step`, so a batch is never learned twice.
-        A batch whose loss is not finite is split until the transitions that cause it
-        are found: those are quarantined (dead-lettered with the reason), the rest is
-        learned — one hostile event never costs the honest ones.
-        """
+        """Learn ``batch`` (the oldest buffered; A/B control-arm events are consumed, not
+        learned), then publish. The batch leaves the buffer once used; a failed
+        publication and trim are retried by the next :meth:`step`, so a batch is never
+        learned twice. A batch whose loss is not finite is split until the transitions
+        that cause it are quarantined (dead-lettered with the reason) and the rest is
+        learned: one hostile event never costs the honest ones."""
         start = time.perf_counter()
         self._sync_alpha_step()
-        learned, bad, stats, steps = await fit_or_isolate(self.learner, batch, self.max_len)
-        if len(batch) > 1 and not learned:
+        control = [t for t in batch if t.source in CONTROL_SOURCES]  # A/B controls
+        learnable = [t for t in batch if t.source not in CONTROL_SOURCES]
+        learned, bad, stats, steps = await fit_or_isolate(self.learner, learnable,
+                                                          self.max_len)
+        if len(learnable) > 1 and not learned:
             # Every transition fails on its own: the learner may be broken rather than
             # the data. Rebuild it from the last published (finite) version and try once
             # more; what still fails on a known-good learner is the data's fault.
@@ -289,9 +289,15 @@ class TrainerService:
                          self.policy.version)
             self.metrics.rejected_updates.labels(reason="nonfinite_learner").inc()
             self._build_learner(self.policy)
-            learned, bad, stats, steps = await fit_or_isolate(self.learner, batch,
+            learned, bad, stats, steps = await fit_or_isolate(self.learner, learnable,
                                                               self.max_len)
         del self.buffer[: len(batch)]
+        if control:  # consumed and counted exactly once, like learned events
+            self.metrics.events_control.inc(len(control))
+            self.state.events_learned += len(control)
+            self._consumed_ids.extend(t.event_id for t in control)
+            self._unpublished_ids.extend(t.event_id for t in control)
+            self._publication_due = True
         if bad:
             await self._quarantine(bad)
         if learned:

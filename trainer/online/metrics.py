@@ -62,3 +62,6 @@ class TrainerMetrics:
         self.rollbacks = Counter(
             "ialp_trainer_rollbacks", "Served versions rolled back automatically because "
             "their users' rewards fell below the previous version's.", registry=r)
+        self.events_control = Counter(
+            "ialp_trainer_events_control", "Feedback of A/B control arms (random, popular): "
+            "consumed and counted, never learned.", registry=r)

@@ -55,6 +55,9 @@ async def fit_or_isolate(
     from trainer.batch import TransitionBatch
     from trainer.learners.base import NonFiniteLossError
 
+    if not batch:
+        return [], [], {}, 0
+
     def _learn(part: list[Transition]) -> dict[str, float]:
         tb = TransitionBatch.from_transitions(part, max_len)
         return dict(learner.update(tb))

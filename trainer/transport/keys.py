@@ -67,6 +67,16 @@ class RedisKeys:
         """Hash of trainer counters (events learned, updates, duplicates, ...)."""
         return self._k("trainer", "stats")
 
+    @property
+    def ab_stats(self) -> str:
+        """Hash of per-arm feedback counters (``<arm>:n``, ``:sum``, ``:sumsq``)."""
+        return self._k("ab", "stats")
+
+    @property
+    def ab_popularity(self) -> str:
+        """Hash item → positive feedback count (the ``popular`` A/B arm)."""
+        return self._k("ab", "popularity")
+
     # policy publication
     @property
     def policy_current(self) -> str:

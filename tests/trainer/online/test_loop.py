@@ -311,3 +311,29 @@ async def test_rehearsal_reuses_learned_transitions_without_counting_them_twice(
     learned, _ = learned_counts(audit)
     assert sorted(learned) == sorted(f"ev{i}" for i in range(16))
     assert set(learned.values()) == {1}
+
+
+async def test_ab_control_arm_feedback_is_consumed_not_learned(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    import dataclasses
+
+    import torch
+
+    trainer = _trainer(client, _settings(tmp_path, redis_namespace))
+    await trainer.setup()
+    before = {k: v.clone() for k, v in trainer.learner.net.state_dict().items()}
+    for i in range(8):
+        src = "random" if i % 2 else "popular"
+        await trainer.bus.publish(dataclasses.replace(_t(i), source=src))
+    await _drain(trainer)
+    after = trainer.learner.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing learned
+    assert trainer.state.events_learned == 8 and trainer.state.updates == 0
+    assert trainer.metrics.registry.get_sample_value("ialp_trainer_events_control_total") == 8
+    assert await trainer.bus.buffered() == []  # consumed exactly once
+    for i in range(8, 16):
+        await trainer.bus.publish(_t(i))
+    await _drain(trainer)
+    assert trainer.state.updates == 1 and trainer.state.events_learned == 16
+    moved = trainer.learner.net.state_dict()
+    assert any(not torch.equal(before[k], moved[k]) for k in before)
