@@ -22,7 +22,8 @@ class GuardedAnneal:
         self.metrics = metrics
         self.guard = RewardGuard(GuardConfig(
             window=s.guard_window, min_samples=s.guard_min_samples, z=s.guard_z,
-            margin=s.guard_margin, backoff=s.guard_backoff))
+            margin=s.guard_margin, backoff=s.guard_backoff, metric=s.guard_metric,
+            min_sessions=s.guard_min_sessions))
         self.alarmed = False
         """Whether the last check raised the alarm (logged once when it clears)."""
 
@@ -40,9 +41,10 @@ class GuardedAnneal:
             m.guard_alarm.set(1)
             m.guard_alarms.inc()
             logger.warning(
-                "guardrail: beta's online reward %.3f (n=%d) is below theta's %.3f (n=%d), "
-                "z=%.2f; α step %d -> %d", verdict.mean_beta, verdict.n_beta,
-                verdict.mean_theta, verdict.n_theta, verdict.z, step, new_step)
+                "guardrail: beta's online %s value %.3f (n=%d) is below theta's %.3f "
+                "(n=%d), z=%.2f; α step %d -> %d", verdict.metric, verdict.value_beta,
+                verdict.n_beta, verdict.value_theta, verdict.n_theta, verdict.z, step,
+                new_step)
             state.alpha_step = new_step
             self.alarmed = True
         else:

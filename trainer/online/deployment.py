@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from policy.types import Transition
+from trainer.guardrail import choose_metric, source_value, welch_z
 from trainer.online.metrics import TrainerMetrics
 from trainer.online.settings import TrainerSettings
 from trainer.ope.gate import GateConfig, GateVerdict, compare
@@ -58,13 +59,6 @@ def logged_action_probs(policy: MixedPolicy, transitions: list[Transition],
     return out
 
 
-def _mean_var(xs: Iterable[float]) -> tuple[float, float, int]:
-    a = np.fromiter(xs, dtype=np.float64)
-    if len(a) < 2:
-        return math.nan, math.nan, len(a)
-    return float(a.mean()), float(a.var(ddof=1)), len(a)
-
-
 class Deployment:
     """Gates candidates and rolls back a served version that hurts its users."""
 
@@ -79,8 +73,8 @@ class Deployment:
                                min_samples=s.gate_min_samples)
         self.window: deque[Transition] = deque(maxlen=s.gate_window)
         """Newest logged decisions the gate can re-weight (propensity in (0, 1))."""
-        self.rewards: OrderedDict[int, deque[float]] = OrderedDict()
-        """Rewards of the newest feedback per serving version."""
+        self.rewards: OrderedDict[int, deque[tuple[float, bool]]] = OrderedDict()
+        """(reward, done) of the newest feedback per serving version."""
         self.previous: dict[int, int] = {}
         """Served version → the version it replaced."""
         self.rejected: set[int] = set()
@@ -102,7 +96,7 @@ class Deployment:
                     maxlen=self.settings.rollback_window)
                 while len(self.rewards) > _VERSIONS_TRACKED:
                     self.rewards.popitem(last=False)
-            per.append(float(t.reward))
+            per.append((float(t.reward), bool(t.done)))
             if 0.0 < t.propensity < 1.0:
                 self.window.append(t)
                 self._logged += 1
@@ -133,14 +127,16 @@ class Deployment:
         prev = self.previous.get(current)
         if s.rollback_min_samples == 0 or prev is None or prev in self.rejected:
             return None
-        mb, vb, nb = _mean_var(self.rewards.get(current, ()))
-        ma, va, na = _mean_var(self.rewards.get(prev, ()))
+        served, before = self.rewards.get(current, ()), self.rewards.get(prev, ())
+        nb, na = len(served), len(before)
         if min(na, nb) < max(s.rollback_min_samples, 2):
             return None
-        se = math.sqrt(va / na + vb / nb)
-        gap = ma - mb - s.rollback_margin
-        z = gap / se if se > 0 else (math.inf if gap > 0 else 0.0)
-        if z <= s.rollback_z:
+        ra, da = [r for r, _ in before], [d for _, d in before]
+        rb, db = [r for r, _ in served], [d for _, d in served]
+        metric = choose_metric(s.guard_metric, (da, db), s.guard_min_sessions)
+        (ma, va), (mb, vb) = source_value(ra, da, metric), source_value(rb, db, metric)
+        z = welch_z((ma, va), (mb, vb), s.rollback_margin)
+        if not z > s.rollback_z:
             return None
         try:
             await self.policies.rollback(to=prev)
@@ -152,12 +148,12 @@ class Deployment:
         self.rejected.add(current)
         self._seen_current = prev
         self.metrics.rollbacks.inc()
-        detail = {"from": current, "to": prev, "served_mean": mb, "served_n": nb,
-                  "previous_mean": ma, "previous_n": na, "z": z}
+        detail = {"from": current, "to": prev, "metric": metric, "served_mean": mb,
+                  "served_n": nb, "previous_mean": ma, "previous_n": na, "z": z}
         await self.policies.log_event("rollback", **detail)
-        logger.warning("rollback: version %d's mean reward %.4f (n=%d) is below version "
-                       "%d's %.4f (n=%d), z=%.1f > %.1f; serving %d again", current, mb, nb,
-                       prev, ma, na, z, s.rollback_z, prev)
+        logger.warning("rollback: version %d's %s value %.4f (n=%d) is below version "
+                       "%d's %.4f (n=%d), z=%.1f > %.1f; serving %d again", current, metric,
+                       mb, nb, prev, ma, na, z, s.rollback_z, prev)
         return prev
 
     # -- gate ----------------------------------------------------------------------------

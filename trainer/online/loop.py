@@ -193,7 +193,7 @@ class TrainerService:
         if found:
             logger.warning("resync: %d committed transitions were missing in memory",
                            len(found))
-            self.anneal.guard.observe((t.source, t.reward) for t in found)
+            self.anneal.guard.observe((t.source, t.reward, t.done) for t in found)
             self.metrics.events_buffered.inc(len(found))
         self.bus.restart_reading()
         self._needs_resync = False
@@ -225,7 +225,7 @@ class TrainerService:
         if new:
             self._last_new = time.monotonic()
             self.buffer.extend(new)
-            self.anneal.guard.observe((t.source, t.reward) for t in new)
+            self.anneal.guard.observe((t.source, t.reward, t.done) for t in new)
             self.deployment.observe(new)
             self.metrics.events_buffered.inc(len(new))
         await self.flush()  # a publication that failed earlier goes first
