@@ -25,8 +25,11 @@ averaged 1.87 against θ's 2.08 while β's sessions were four times longer and i
 57 against 15). The ``session`` value of a source is its reward per decision divided by
 its leave rate per decision, r̄ / p̂(done), the Return of a session whose every decision
 that source made (a geometric session length); its variance comes from the delta method.
-``auto`` (default) uses it once each source has ``min_sessions`` ended sessions in the
-window and the reward per decision otherwise (continuing tasks, no ``done`` at all).
+``auto`` (default) uses it once the window holds ``min_sessions`` ended sessions (both
+sources together: the better a source keeps users, the fewer sessions it ends) and the
+reward per decision otherwise (continuing tasks, no ``done`` at all). The leave rate is
+Laplace-smoothed, (ended + 1) / (n + 2), so a source nobody has left yet gets a large but
+uncertain value.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class GuardConfig:
     metric: str = "auto"
     """"reward" (per decision), "session" (reward per decision / leave rate) or "auto"."""
     min_sessions: int = 10
-    """Ended sessions (``done``) each source needs before ``auto`` uses ``session``."""
+    """Ended sessions (``done``, both sources together) before ``auto`` uses ``session``."""
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,10 @@ def source_value(rewards: list[float], dones: list[bool], metric: str) -> tuple[
     if metric != "session":
         return mr, vr / n
     d = [1.0 if x else 0.0 for x in dones]
-    md, vd = _mean_var(d)
-    if md <= 0:
-        return math.inf, math.inf
+    _, vd = _mean_var(d)
+    # Laplace-smoothed leave rate: a side that nobody left yet gets a finite, uncertain
+    # value instead of an infinite one.
+    md = (sum(d) + 1.0) / (n + 2.0)
     cov = sum((r - mr) * (x - md) for r, x in zip(rewards, d, strict=True)) / (n - 1)
     value = mr / md
     var = (vr / md**2 - 2 * mr * cov / md**3 + mr**2 * vd / md**4) / n
@@ -112,11 +116,12 @@ def source_value(rewards: list[float], dones: list[bool], metric: str) -> tuple[
 
 
 def choose_metric(metric: str, dones: Iterable[list[bool]], min_sessions: int) -> str:
-    """``metric``, with "auto" resolved: "session" when every group has ``min_sessions``
-    ended sessions, else "reward"."""
+    """``metric``, with "auto" resolved: "session" when the groups together hold
+    ``min_sessions`` ended sessions (users do leave), else "reward". Counted together on
+    purpose: the side that keeps users longest ends the fewest sessions."""
     if metric != "auto":
         return metric
-    return "session" if all(sum(d) >= min_sessions for d in dones) else "reward"
+    return "session" if sum(sum(d) for d in dones) >= min_sessions else "reward"
 
 
 def welch_z(a: tuple[float, float], b: tuple[float, float], margin: float) -> float:

@@ -59,3 +59,18 @@ def test_session_value_and_its_variance() -> None:
     # The delta-method variance matches the spread of the estimates (within 30 %).
     predicted = float(np.mean([var for _, var in values]))
     assert 0.7 < predicted / float(estimates.var()) < 1.3
+
+
+def test_the_side_that_keeps_users_is_not_judged_per_item_for_ending_few_sessions() -> None:
+    """The fresh-clone demo's case: β has few samples and, keeping users, ended only a
+    handful of sessions; θ ended many. Counted together there are sessions, so the
+    session value is compared (per item β looks worse and would be pulled back)."""
+    guard = RewardGuard(GuardConfig(window=4000, min_samples=50))
+    _feed(guard, "theta", 700, 2.06, 0.16, np.random.default_rng(5))
+    _feed(guard, "beta", 130, 1.73, 0.04, np.random.default_rng(6))
+    verdict = guard.check()
+    assert verdict.metric == "session" and not verdict.alarm
+    per_item = RewardGuard(GuardConfig(window=4000, min_samples=50, metric="reward"))
+    _feed(per_item, "theta", 700, 2.06, 0.16, np.random.default_rng(5))
+    _feed(per_item, "beta", 130, 1.73, 0.04, np.random.default_rng(6))
+    assert per_item.check().alarm

@@ -84,11 +84,11 @@ class TrainerSettings(DeploymentSettings):
     guard_metric: Literal["auto", "reward", "session"] = Field(
         default="auto", description="What the reward guardrail and the automatic rollback "
         "compare: reward per decision, or the session value (reward per decision divided "
-        "by the leave rate, for users who leave); auto: session once each side has "
-        "guard_min_sessions ended sessions, else reward.")
+        "by the leave rate, for users who leave); auto: session once the compared "
+        "feedback holds guard_min_sessions ended sessions, else reward.")
     guard_min_sessions: int = Field(
-        default=10, ge=1, description="Ended sessions (feedback with done) each side needs "
-        "before guard_metric auto compares session values.")
+        default=10, ge=1, description="Ended sessions (feedback with done, both sides "
+        "together) before guard_metric auto compares session values.")
     promotion: Literal["direct", "gate"] = Field(
         default="direct", description="direct: every new version becomes current at once; "
         "gate: it is published as the candidate and promoted only when off-policy "
