@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha-schedule", choices=["constant", "linear", "exponential"])
     p.add_argument("--alpha-start", type=float)
     p.add_argument("--alpha-steps", type=int, help="updates until α = 1")
+    p.add_argument("--alpha-end", type=float,
+                   help="largest α (below 1 keeps θ as the guardrail's control; 1: paper)")
     p.add_argument("--keep-versions", type=int)
     p.add_argument("--consumer", help="consumer name (keep it stable across restarts)")
     p.add_argument("--claim-idle-ms", type=int)
@@ -56,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 _FIELDS = ("redis_url", "namespace", "checkpoint", "state_dir", "num_items", "method",
            "replay_updates",
            "scheme", "beta_init", "learner_options", "update_every", "flush_idle_s",
-           "alpha_schedule", "alpha_start", "alpha_steps", "keep_versions", "consumer",
+           "alpha_schedule", "alpha_start", "alpha_steps", "alpha_end", "keep_versions", "consumer",
            "claim_idle_ms", "max_deliveries", "metrics_port", "seed", "promotion",
            "gate_margin", "gate_min_samples", "gate_every", "rollback_min_samples",
            "rollback_z")

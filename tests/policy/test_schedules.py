@@ -36,3 +36,18 @@ def test_constant_schedule_stays_put_and_bad_settings_fail() -> None:
         AlphaSchedule("cosine")
     with pytest.raises(ValueError):
         AlphaSchedule(start=1.5)
+
+
+def test_end_caps_alpha_below_one() -> None:
+    from policy.schedules import AlphaSchedule
+
+    for kind in ("linear", "exponential"):
+        s = AlphaSchedule(kind=kind, start=0.0, steps=10, end=0.9)
+        values = [s(t) for t in range(0, 30)]
+        assert max(values) == 0.9 and values[-1] == 0.9
+        assert values == sorted(values)
+    assert AlphaSchedule(kind="linear", steps=10)(10) == 1.0  # the paper's default
+    import pytest
+
+    with pytest.raises(ValueError, match="end must lie"):
+        AlphaSchedule(end=0.0)

@@ -60,6 +60,8 @@ class APConfig(A2CConfig):
     """Learner updates after which α = 1 (π̃ = πβ)."""
     alpha_floor: float = 1e-3
     """``exponential`` only: the remaining gap 1 − α just before ``alpha_steps``."""
+    alpha_end: float = 1.0
+    """α never exceeds this (1: the paper's hand-over; below 1 keeps πθ as a control)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,7 +73,8 @@ class APConfig(A2CConfig):
     def schedule(self) -> AlphaSchedule:
         """The α schedule these settings describe."""
         return AlphaSchedule(kind=self.alpha_schedule, start=self.alpha_start,
-                             steps=self.alpha_steps, floor=self.alpha_floor)
+                             steps=self.alpha_steps, floor=self.alpha_floor,
+                             end=self.alpha_end)
 
 
 class FTLearner(A2CLearner):

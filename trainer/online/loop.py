@@ -99,13 +99,13 @@ class TrainerService:
         only feeds it batches and publishes its snapshot."""
         from trainer.learners import make_learner
 
-        s = self.settings
-        opts = dict(s.learner_options)
+        s, opts = self.settings, dict(self.settings.learner_options)
         if self.method == "ap":
             # The trainer's α and β settings reach the learner unless learner_options set them.
             opts.setdefault("alpha_schedule", s.alpha_schedule)
             opts.setdefault("alpha_start", s.alpha_start)
             opts.setdefault("alpha_steps", s.alpha_steps)
+            opts.setdefault("alpha_end", s.alpha_end)
             opts.setdefault("beta_init", s.beta_init)
         self.learner = make_learner(self.method, policy.config, seed=s.seed, init=policy, **opts)
         published = self.learner.snapshot().scheme

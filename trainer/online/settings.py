@@ -48,6 +48,11 @@ class TrainerSettings(DeploymentSettings):
     alpha_schedule: str = Field(default="linear", description="constant/linear/exponential.")
     alpha_start: float = Field(default=0.0, ge=0.0, le=1.0, description="α at update 0.")
     alpha_steps: int = Field(default=200, ge=1, description="Updates until α = 1.")
+    alpha_end: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="Largest α: below 1, a share of the "
+        "pre-trained θ stays on the traffic as a control, so the reward guardrail can "
+        "still compare β with it (and pull α back) after the hand-over; 1: the paper's "
+        "full hand-over.")
     group: str = Field(default="trainer", description="Consumer group name.")
     consumer: str = Field(
         default_factory=lambda: f"trainer-{socket.gethostname()}",

@@ -222,6 +222,7 @@ async def test_live_trainer_and_in_process_learner_reach_the_same_parameters(
                              alpha_schedule=settings.alpha_schedule,
                              alpha_start=settings.alpha_start,
                              alpha_steps=settings.alpha_steps,
+                             alpha_end=settings.alpha_end,
                              beta_init=settings.beta_init, **settings.learner_options)
     torch.manual_seed(11)
     for i in range(0, 24, settings.update_every):
