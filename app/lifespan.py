@@ -134,8 +134,10 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
                 policies, checkpoint=settings.checkpoint, num_items=settings.num_items,
                 max_len=settings.max_len, seed=settings.seed, tolerate=redis_errors())
             item_ids = load_item_ids(settings, policy.num_items)
+            ab = await build_ab(settings, policies, policy)
         except BaseException:
-            # A catalogue that does not fit stops start-up; release what was opened.
+            # A catalogue that does not fit (or an A/B arm pinned to a version that is
+            # not kept) stops start-up; release what was opened.
             with contextlib.suppress(Exception):
                 await client.aclose()
             if embedded is not None:
@@ -160,14 +162,6 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
             cap=settings.decision_cap)
         bus = RedisStreamBus(client, keys, dedup_ttl_s=settings.dedup_ttl_s)
         gate = RedisGate(settings.redis_cooldown_s)
-        try:
-            ab = await build_ab(settings, policies, policy)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await client.aclose()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
-            raise
         recommender = Recommender(
             holder, store, gate, metrics, micro_batching=settings.micro_batching,
             max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
