@@ -5,6 +5,7 @@ candidate with its agreement."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import httpx
@@ -61,12 +62,11 @@ def test_shadow_never_changes_what_users_receive(
         # A candidate that disagrees a lot: most of its mass on items 30–39.
         _publish(module_redis, s.namespace, favoured=list(range(30, 40)), promote=False)
     a, b = serve(plain), serve(shadowed)
-    for srv in (a, b):
-        srv_version = served[plain.namespace if srv is a else shadowed.namespace]
-        deadline = 50
-        while http.get(f"{srv.url}/v1/policy").json()["version"] != srv_version and deadline:
-            asyncio.run(asyncio.sleep(0.1))
-            deadline -= 1
+    for srv, ns in ((a, plain.namespace), (b, shadowed.namespace)):
+        deadline = time.monotonic() + 5
+        while http.get(f"{srv.url}/v1/policy").json()["version"] != served[ns]:
+            assert time.monotonic() < deadline, "replica did not load the served version"
+            time.sleep(0.1)
     info = http.get(f"{b.url}/v1/policy").json()
     assert info["candidate"] is not None and info["candidate"]["version"] == served[
         shadowed.namespace] + 1
@@ -76,10 +76,10 @@ def test_shadow_never_changes_what_users_receive(
         stats: dict[str, float] = http.get(f"{b.url}/v1/policy").json()["candidate"]["shadow"]
         return stats
 
-    for _ in range(50):
-        if shadow_stats()["decisions"] + shadow_stats()["skipped"] >= 60:
-            break
-        asyncio.run(asyncio.sleep(0.1))
+    deadline = time.monotonic() + 5
+    while shadow_stats()["decisions"] + shadow_stats()["skipped"] < 60 \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
     stats = shadow_stats()
     assert stats["decisions"] + stats["skipped"] == 60 and stats["decisions"] > 0
     # The candidate favours other items: it rarely agrees with the near-uniform served one.

@@ -101,10 +101,9 @@ class Deployment:
                 self.window.append(t)
                 self._logged += 1
 
-    async def run(self) -> tuple[str, int] | None:
-        """One check: ``("rollback", to)``, ``("promote", version)``, ``("reject",
-        version)`` or ``None``."""
-        current = await self.policies.current_version()
+    async def run(self, current: int | None) -> tuple[str, int] | None:
+        """One check against ``current`` (Redis' current version): ``("rollback", to)``,
+        ``("promote", version)``, ``("reject", version)`` or ``None``."""
         if current is None:
             return None
         self._track(current)
@@ -166,13 +165,13 @@ class Deployment:
 
     def _verdict(self, candidate: MixedPolicy, served: MixedPolicy,
                  data: list[Transition]) -> GateVerdict:
-        if len(data) < self.gate.min_samples:
-            return compare(np.zeros(len(data)), np.ones(len(data)), np.zeros(len(data)),
-                           np.zeros(len(data)), config=self.gate)
-        return compare(
-            np.asarray([t.reward for t in data]), np.asarray([t.propensity for t in data]),
-            logged_action_probs(candidate, data), logged_action_probs(served, data),
-            groups=np.asarray([t.user_id for t in data]), config=self.gate)
+        if len(data) < self.gate.min_samples:  # compare() waits without the probabilities
+            pc = ps = np.zeros(len(data))
+        else:
+            pc, ps = logged_action_probs(candidate, data), logged_action_probs(served, data)
+        return compare(np.asarray([t.reward for t in data]),
+                       np.asarray([t.propensity for t in data]), pc, ps,
+                       groups=np.asarray([t.user_id for t in data]), config=self.gate)
 
     async def _check_gate(self, current: int) -> tuple[str, int] | None:
         cand = await self.policies.candidate_version()

@@ -229,10 +229,13 @@ class TrainerService:
             self.deployment.observe(new)
             self.metrics.events_buffered.inc(len(new))
         await self.flush()  # a publication that failed earlier goes first
-        outcome = await self.deployment.run()
-        if outcome is not None and outcome[0] == "promote" and outcome[1] == self.state.version:
-            self._seen_current = outcome[1]  # our own candidate: nothing to follow
-        await self.follow_rollback()
+        current = await self.policies.current_version()  # read once per step
+        outcome = await self.deployment.run(current)
+        if outcome is not None and outcome[0] in ("promote", "rollback"):
+            current = outcome[1]  # the deployment just made it current
+            if outcome[0] == "promote" and current == self.state.version:
+                self._seen_current = current  # our own candidate: nothing to follow
+        await self.follow_rollback(current)
         every = self.settings.update_every
         while len(self.buffer) >= every:
             await self.update(self.buffer[:every])
@@ -242,11 +245,9 @@ class TrainerService:
         self.metrics.buffer.set(len(self.buffer))
         return len(new)
 
-    async def follow_rollback(self) -> bool:
-        """Continue from ``current`` when it changed to a version this trainer did not
-        just publish: a rollback (by an admin or by :class:`Deployment`) or a promoted
-        candidate from elsewhere."""
-        current = await self.policies.current_version()
+    async def follow_rollback(self, current: int | None) -> bool:
+        """Continue from Redis' ``current`` version when it changed to one this trainer did
+        not just publish: a rollback (admin, :class:`Deployment`) or a foreign promotion."""
         if current is None or current == self._seen_current:
             return False
         self._seen_current = current

@@ -111,7 +111,9 @@ def effective_sample_size(weights: np.ndarray) -> float:
     return 0.0 if sq <= 0.0 else float(w.sum()) ** 2 / sq
 
 
-def _group_index(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
+def group_index(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
+    """``(row → group number [n], number of groups)``; every row its own group without
+    ``groups``."""
     if groups is None:
         return np.arange(n), n
     g = np.asarray(groups)
@@ -193,7 +195,7 @@ def step_estimates(
         if q.shape != r.shape or v.shape != r.shape:
             raise ValueError("q_logged and v_target need one entry per decision")
         dr_term = v + w * (r - q)
-    gi, g = _group_index(groups, n)
+    gi, g = group_index(groups, n)
     # Per-group sufficient statistics: Σ w r, Σ w, Σ dr, count.
     stats = np.zeros((g, 4))
     np.add.at(stats, gi, np.stack([w * r, w, dr_term, np.ones(n)], axis=1))

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from trainer.ope.estimators import _group_index, bootstrap_interval, effective_sample_size
+from trainer.ope.estimators import bootstrap_interval, effective_sample_size, group_index
 
 Decision = Literal["promote", "reject", "wait"]
 
@@ -94,7 +94,7 @@ def compare(
         raise ValueError("logged propensities must be positive and rewards finite")
     wc = np.minimum(np.asarray(candidate_prob, dtype=np.float64) / mu, cfg.clip)
     ws = np.minimum(np.asarray(served_prob, dtype=np.float64) / mu, cfg.clip)
-    gi, g = _group_index(groups, n)
+    gi, g = group_index(groups, n)
     stats = np.zeros((g, 4))
     np.add.at(stats, gi, np.stack([wc * r, wc, ws * r, ws], axis=1))
 
