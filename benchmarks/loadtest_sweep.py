@@ -21,6 +21,8 @@ import platform
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,21 +56,24 @@ def _histories(name: str, n_items: int, seed: int) -> list[list[int]]:
     return [h if h else [int(rng.integers(0, n_items))] for h in out]
 
 
-def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: float,
-           with_trainer: bool) -> dict[str, Any]:
-    redis = EmbeddedRedis(tmp / f"redis-{name}", port=free_port(), persistence=True).start()
+@contextmanager
+def serving(tag: str, n_items: int, tmp: Path, *, with_trainer: bool = False,
+            api_key: str = BENCH_KEY) -> Iterator[str]:
+    """An embedded redis-server and ``ialp serve --enable-noop`` (no rate limit, key
+    ``api_key``) for ``n_items`` items, plus ``ialp trainer`` with ``with_trainer``;
+    yields the API's URL once ready and stops everything on exit."""
+    redis = EmbeddedRedis(tmp / f"redis-{tag}", port=free_port(), persistence=True).start()
     port = free_port()
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     common = ["--redis-url", redis.url, "--namespace", ns, "--num-items", str(n_items)]
-    # The sweep measures the service's capacity: no rate limit in the way.
+    # Benchmarks measure the service's capacity: no rate limit in the way.
     procs = [spawn_ialp(["serve", *common, "--port", str(port), "--enable-noop",
                          "--rate-limit-per-s", "0", "--rate-limit-key-per-s", "0"],
-                        tmp / f"{name}-api.log", cwd=ROOT, env={"IALP_API_KEY": BENCH_KEY})]
+                        tmp / f"{tag}-api.log", cwd=ROOT, env={"IALP_API_KEY": api_key})]
     if with_trainer:
         procs.append(spawn_ialp(["trainer", *common, "--state-dir", str(tmp / f"state-{ns}")],
-                                tmp / f"{name}-trainer.log", cwd=ROOT))
+                                tmp / f"{tag}-trainer.log", cwd=ROOT))
     url = f"http://127.0.0.1:{port}"
-    steps: list[dict[str, Any]] = []
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -78,8 +83,18 @@ def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: f
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"service for {name} did not start; see {tmp}")
+                raise RuntimeError(f"service for {tag} did not start; see {tmp}")
             time.sleep(0.3)
+        yield url
+    finally:
+        stop_all(procs)
+        redis.stop()
+
+
+def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: float,
+           with_trainer: bool) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    with serving(name, n_items, tmp, with_trainer=with_trainer) as url:
         histories = _histories(name, n_items, seed=0)
         # Warm-up (first forward passes, connection pools), not measured.
         asyncio.run(run_loadtest(url, LoadConfig(duration_s=2.0, concurrency=4,
@@ -106,9 +121,6 @@ def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: f
             # A single stall decides p99 in a short phase: stop after two failures in a row.
             if len(steps) >= 2 and not steps[-1]["holds"] and not steps[-2]["holds"]:
                 break
-    finally:
-        stop_all(procs)
-        redis.stop()
     held = [s["rate"] for s in steps if s["holds"]]
     return {"catalogue": name, "num_items": n_items,
             "max_rate_p99_under_budget": max(held) if held else 0, "steps": steps}
