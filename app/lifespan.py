@@ -13,11 +13,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from app.ab import ABArms, ArmsError, parse_arms, popularity_loop
+from app.decision_shards import ShardedDecisionStore
 from app.decisions import DecisionStore
 from app.item_ids import ItemIds
 from app.metrics import ServiceMetrics
@@ -27,9 +28,9 @@ from app.redis_gate import RedisGate
 from app.settings import ServiceSettings
 from app.shadow import Shadow
 from app.state import ServiceState, redis_errors
-from trainer.transport.bus import RedisStreamBus
-from trainer.transport.keys import RedisKeys
+from trainer.transport.client import redis_client
 from trainer.transport.publication import PublishedPolicies, VersionNotFoundError, start_policy
+from trainer.transport.sharded_bus import make_bus
 
 if TYPE_CHECKING:
     from policy.mixed import MixedPolicy
@@ -105,7 +106,6 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import redis.asyncio as aioredis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
@@ -124,10 +124,11 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
                 ensure_embedded_redis, settings.embedded_redis_dir,
                 settings.embedded_redis_port)
         # Fail fast: a dead Redis must cost /v1/recommend milliseconds, not retries.
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=settings.redis_timeout_s,
+        client = redis_client(
+            url, cluster=settings.redis_cluster, socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0))
-        keys = RedisKeys(settings.namespace)
+        shards = settings.shards(url)  # one stream, or N tagged ones (trainer/transport/shards.py)
+        keys = shards.keys
         policies = PublishedPolicies(client, keys, keep=settings.keep_versions)
         try:
             policy = await start_policy(
@@ -150,24 +151,27 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
             metrics.policy_swaps.inc()
 
         holder = PolicyHolder(policy, on_swap=on_swap)
+        decision_options: dict[str, Any] = dict(
+            ttl_s=settings.decision_ttl_s,
+            default_reward_after_s=(settings.default_reward_after_s
+                                    if settings.default_reward is not None else None),
+            cap=settings.decision_cap)
         shadow = Shadow(metrics, expected_num_items=policy.num_items, seed=settings.seed,
                         fraction=settings.shadow_fraction) if settings.shadow else None
         watcher = PolicyWatcher(holder, policies, poll_s=settings.policy_poll_s,
                                 expected_num_items=policy.num_items,
                                 on_reject=metrics.policy_rejected.inc, shadow=shadow)
-        store = DecisionStore(
-            client, keys, ttl_s=settings.decision_ttl_s,
-            default_reward_after_s=(settings.default_reward_after_s
-                                    if settings.default_reward is not None else None),
-            cap=settings.decision_cap)
-        bus = RedisStreamBus(client, keys, dedup_ttl_s=settings.dedup_ttl_s)
+        store = (DecisionStore(client, keys, **decision_options) if not shards.tagged
+                 else ShardedDecisionStore(client, shards, **decision_options))
+        bus = make_bus(client, shards, dedup_ttl_s=settings.dedup_ttl_s)
         gate = RedisGate(settings.redis_cooldown_s)
         recommender = Recommender(
             holder, store, gate, metrics, micro_batching=settings.micro_batching,
             max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
             seed=settings.seed, shadow=shadow, ab=ab)
         svc = ServiceState(settings, metrics, client, keys, policies, holder, watcher,
-                           store, bus, gate, recommender, item_ids, embedded, shadow, ab)
+                           store, bus, gate, recommender, item_ids, embedded, shadow, ab,
+                           shards=shards)
         app.state.svc = svc
         recommender.start()
         watcher.start()

@@ -3,34 +3,48 @@
 Two phases in one run, each for the same duration and load: the service's no-op
 endpoint (``POST /v1/noop``, same body and validation, no policy; falls back to
 ``GET /healthz`` when the service does not expose it), then the real mix: recommend with
-histories drawn from a dataset's users, followed by feedback for a share of the returned
-events. Latency percentiles of the mix are those of ``/v1/recommend``; feedback calls are
-sent concurrently as their own requests and reported separately. Results are read as
-ratios to the no-op phase, which makes them comparable on a
-noisy machine.
+histories drawn from a dataset's users, a share of the answers followed by feedback for
+their first item, sent on the same connection as its next request (as a client that
+reports what the user did before asking again). Latency percentiles of the mix are those
+of ``/v1/recommend``; feedback is reported separately. Results are read as ratios to the
+no-op phase, which makes them comparable on a noisy machine. After the load the harness
+measures trainer lag: how long until the accepted feedback is learned, and until a new
+policy version is served.
 
-Open loop (``rate``): requests start on a fixed schedule whatever the service does, and
-latency is measured from the scheduled start, so a stalled server cannot hide its queue
-(no coordinated omission). Closed loop (``concurrency``): that many clients each send the
-next request when the previous one returns.
+Traffic comes from :mod:`simulator_client.loadgen` (pre-encoded keep-alive requests on
+raw asyncio protocols, one or several processes), whose own ceiling on the no-op endpoint
+``benchmarks/harness_ceiling.py`` compares with ``wrk``'s. Open loop (``rate``):
+requests start on a fixed schedule whatever the service does, and latency is measured
+from the scheduled start, so a stalled server cannot hide its queue (no coordinated
+omission). Closed loop (``concurrency``): that many connections each send the next
+request when the previous answer arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from simulator_client.http_client import ServiceClient
 from simulator_client.item_ids import negotiate
+from simulator_client.loadgen import LoadShape, PhaseResult, Target, run_phase
+from simulator_client.loadgen.workloads import (
+    healthz_workload,
+    noop_workload,
+    recommend_bodies,
+    recommend_workload,
+)
+
+MIX = "recommend+feedback"
+"""Name of the mix phase in the report."""
 
 
 @dataclass(frozen=True)
@@ -42,93 +56,39 @@ class LoadConfig:
     rate: float | None = None
     """Open loop: requests per second (exclusive with ``concurrency``)."""
     concurrency: int | None = 16
-    """Closed loop: clients in flight."""
+    """Closed loop: connections in flight over all processes."""
     feedback_ratio: float = 0.5
     """Share of recommendations followed by a feedback call."""
     k: int = 1
     """Slate size requested."""
     seed: int = 0
-    """Seed of history and reward sampling."""
+    """Seed of the order in which histories are sent."""
     learn_wait_s: float = 30.0
     """After the load, how long to wait for the trainer to learn the sent feedback."""
     max_in_flight: int = 2000
-    """Open loop safety valve: arrivals beyond this many in flight are counted as dropped."""
+    """Open loop: at most this many connections over all processes (one request in flight
+    each); arrivals beyond them are counted as dropped."""
+    processes: int = 1
+    """Load-generating processes (their results are merged)."""
+    connections: int = 16
+    """Open loop: connections each process opens before the start (more are opened, up
+    to ``max_in_flight``, when every one is busy)."""
+    reward: float = 1.0
+    """Reward sent in feedback."""
+    drain_s: float = 10.0
+    """After each phase, how long to wait for answers still in flight."""
 
-
-@dataclass
-class PhaseResult:
-    """Latencies and statuses of one phase."""
-
-    name: str
-    latencies_ms: list[float] = field(default_factory=list)
-    started_at: list[float] = field(default_factory=list)
-    statuses: Counter[str] = field(default_factory=Counter)
-    wall_s: float = 0.0
-    dropped: int = 0
-
-    def summary(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
-        ok = sum(v for k, v in self.statuses.items() if k.startswith("2"))
-        return {
-            "requests": int(sum(self.statuses.values())),
-            "ok": int(ok),
-            "errors_by_status": {k: v for k, v in self.statuses.items() if not k.startswith("2")},
-            "dropped": self.dropped,
-            "throughput_rps": ok / self.wall_s if self.wall_s else 0.0,
-            "p50_ms": float(np.percentile(lat, 50)),
-            "p90_ms": float(np.percentile(lat, 90)),
-            "p99_ms": float(np.percentile(lat, 99)),
-            "max_ms": float(lat.max()),
-        }
-
-
-RequestFn = Callable[[int], Awaitable[str]]
-
-
-async def _drive(name: str, fn: RequestFn, config: LoadConfig) -> PhaseResult:
-    res = PhaseResult(name=name)
-    t0 = time.perf_counter()
-    deadline = t0 + config.duration_s
-
-    async def one(i: int, scheduled: float) -> None:
-        try:
-            status = await fn(i)
-        except httpx.HTTPError as exc:
-            status = type(exc).__name__
-        res.statuses[status] += 1
-        res.started_at.append(scheduled - t0)
-        res.latencies_ms.append((time.perf_counter() - scheduled) * 1000.0)
-
-    if config.rate:
-        interval = 1.0 / config.rate
-        tasks: set[asyncio.Task[None]] = set()
-        i = 0
-        while True:
-            scheduled = t0 + i * interval
-            if scheduled >= deadline:
-                break
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if len(tasks) >= config.max_in_flight:
-                res.dropped += 1
-            else:
-                task = asyncio.create_task(one(i, scheduled))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            i += 1
-        if tasks:
-            await asyncio.gather(*tasks)
-    else:
-        counter = iter(range(10**12))
-
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                await one(next(counter), time.perf_counter())
-
-        await asyncio.gather(*[worker() for _ in range(config.concurrency or 1)])
-    res.wall_s = time.perf_counter() - t0
-    return res
+    def shape(self) -> LoadShape:
+        """The engine's per-process shape of this load."""
+        procs = max(1, self.processes)
+        if self.rate:
+            cap = max(self.connections, math.ceil(self.max_in_flight / procs))
+            return LoadShape(duration_s=self.duration_s, connections=self.connections,
+                             rate=self.rate, max_connections=cap, processes=procs,
+                             drain_s=self.drain_s)
+        per_proc = max(1, math.ceil((self.concurrency or 1) / procs))
+        return LoadShape(duration_s=self.duration_s, connections=per_proc,
+                         max_connections=per_proc, processes=procs, drain_s=self.drain_s)
 
 
 async def run_loadtest(
@@ -146,96 +106,61 @@ async def run_loadtest(
     users as strings, as a real caller would."""
     if not histories or any(not h for h in histories):
         raise ValueError("loadtest needs non-empty histories to send")
-    rng = np.random.default_rng(config.seed)
-    conns = max(config.concurrency or 0, 64)
-    async with ServiceClient(base_url, api_key=api_key, max_connections=conns) as client:
+    target = Target.from_url(base_url, api_key)
+    shape = config.shape()
+    async with ServiceClient(base_url, api_key=api_key, max_connections=4) as client:
         before = await client.policy()
         if item_ids is None:
             size = int((await client.catalogue(limit=1))["size"])
             item_ids = [str(i) for i in range(size)]
         ids = await negotiate(client, item_ids)
-        wire = [ids.send(h) for h in histories]
-        probe = await client.raw("POST", "/v1/noop", {"user_id": "load-0", "history": wire[0]})
-        use_noop = probe.status_code == 200
-
-        async def noop(i: int) -> str:
-            h = wire[i % len(wire)]
-            if use_noop:
-                resp = await client.raw("POST", "/v1/noop", {"user_id": f"load-{i}", "history": h})
-            else:
-                resp = await client.raw("GET", "/healthz")
-            return str(resp.status_code)
-
-        accepted = 0
-        feedback_statuses: Counter[str] = Counter()
-        feedback_ms: list[float] = []
-        feedback_tasks: set[asyncio.Task[None]] = set()
-
-        async def send_feedback(body: dict[str, Any]) -> None:
-            nonlocal accepted
-            started = time.perf_counter()
-            try:
-                fb = await client.raw(
-                    "POST",
-                    "/v1/feedback",
-                    {"event_id": body["event_id"], "item_id": body["items"][0],
-                     "reward": float(rng.integers(1, 6)), "done": False},
-                )
-                status = str(fb.status_code)
-            except httpx.HTTPError as exc:
-                status = type(exc).__name__
-            feedback_ms.append((time.perf_counter() - started) * 1000.0)
-            feedback_statuses[status] += 1
-            if status == "202":
-                accepted += 1
-
-        async def mix(i: int) -> str:
-            h = wire[i % len(wire)]
-            resp = await client.raw(
-                "POST", "/v1/recommend", {"user_id": f"load-{i}", "history": h, "k": config.k}
-            )
-            if resp.status_code == 200 and rng.random() < config.feedback_ratio:
-                # Feedback is its own request: it adds load but not recommend latency.
-                task = asyncio.create_task(send_feedback(resp.json()))
-                feedback_tasks.add(task)
-                task.add_done_callback(feedback_tasks.discard)
-            return str(resp.status_code)
-
-        noop_res = await _drive("noop" if use_noop else "healthz", noop, config)
-        mix_res = await _drive("recommend+feedback", mix, config)
-        if feedback_tasks:
-            await asyncio.gather(*feedback_tasks)
+        order = np.random.default_rng(config.seed).permutation(len(histories))
+        bodies = recommend_bodies([ids.send(histories[i]) for i in order], k=config.k)
+        probe = await client.raw("POST", "/v1/noop", json.loads(bodies[0]))
+        floor = noop_workload(target, bodies) if probe.status_code == 200 else (
+            healthz_workload(target))
+        mix = recommend_workload(target, bodies, feedback_ratio=config.feedback_ratio,
+                                 reward=config.reward)
+        # The engine runs its own event loop (in this thread's worker or in processes).
+        noop_res = await asyncio.to_thread(run_phase, target, floor, shape)
+        mix_res = await asyncio.to_thread(run_phase, target, mix, shape)
+        accepted = mix_res.endpoint("feedback").statuses.get(202, 0)
 
         # Trainer lag: how long until the feedback sent is learned and a new version served.
         t_end = time.perf_counter()
         learned_s = version_s = None
-        target = int(before.get("events_learned", 0)) + accepted
+        target_learned = int(before.get("events_learned", 0)) + accepted
         info = before
         while time.perf_counter() - t_end < config.learn_wait_s:
             info = await client.policy()
             if version_s is None and int(info["version"]) > int(before["version"]):
                 version_s = time.perf_counter() - t_end
-            if learned_s is None and int(info.get("events_learned", 0)) >= target:
+            if learned_s is None and int(info.get("events_learned", 0)) >= target_learned:
                 learned_s = time.perf_counter() - t_end
             if learned_s is not None and version_s is not None:
                 break
             await asyncio.sleep(0.1)
 
-    noop_sum, mix_sum = noop_res.summary(), mix_res.summary()
+    noop_sum = noop_res.summary(floor.endpoint)
+    mix_sum = mix_res.summary("recommend")
+    fb = mix_res.endpoint("feedback")
+    fb_sum = fb.summary(mix_res.wall_s)
     return {
         "config": asdict(config),
         "base_url": base_url,
-        "phases": {noop_res.name: noop_sum, mix_res.name: mix_sum},
+        "engine": _engine_info(shape),
+        "phases": {floor.endpoint: noop_sum, MIX: mix_sum},
         "ratios_to_noop": {
             "throughput": mix_sum["throughput_rps"] / max(noop_sum["throughput_rps"], 1e-9),
             "p50": mix_sum["p50_ms"] / max(noop_sum["p50_ms"], 1e-9),
             "p99": mix_sum["p99_ms"] / max(noop_sum["p99_ms"], 1e-9),
         },
         "feedback": {
-            "sent": int(sum(feedback_statuses.values())), "accepted": accepted,
-            "by_status": dict(feedback_statuses),
-            "p50_ms": float(np.percentile(feedback_ms, 50)) if feedback_ms else None,
-            "p99_ms": float(np.percentile(feedback_ms, 99)) if feedback_ms else None,
+            "sent": fb_sum["requests"], "accepted": accepted,
+            "by_status": fb_sum["by_status"],
+            "connection_errors": fb_sum["connection_errors"],
+            "p50_ms": fb_sum["p50_ms"] if fb.answers else None,
+            "p99_ms": fb_sum["p99_ms"] if fb.answers else None,
         },
         "trainer": {
             "version_before": int(before["version"]),
@@ -246,10 +171,29 @@ async def run_loadtest(
             "seconds_until_new_version": version_s,
         },
         "_series": {
-            name: {"t": r.started_at, "ms": r.latencies_ms} for name, r in
-            ((noop_res.name, noop_res), (mix_res.name, mix_res))
+            name: _series(res, endpoint)
+            for name, res, endpoint in ((floor.endpoint, noop_res, floor.endpoint),
+                                        (MIX, mix_res, "recommend"))
         },
     }
+
+
+def _series(res: PhaseResult, endpoint: str) -> dict[str, list[float]]:
+    ep = res.endpoint(endpoint)
+    return {"t": ep.series_t.tolist(), "ms": ep.series_ms.tolist()}
+
+
+def _engine_info(shape: LoadShape) -> dict[str, Any]:
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    return {"name": "simulator_client.loadgen", "event_loop": loop,
+            "processes": shape.processes, "connections_per_process": shape.connections,
+            "max_connections_per_process": shape.max_connections,
+            "open_loop": shape.rate is not None}
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:
@@ -269,7 +213,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
             continue
         t = np.asarray(s["t"])
         ms = np.asarray(s["ms"])
-        ax.scatter(t, ms, s=3, alpha=0.3, label=f"{name} (each request)")
+        ax.scatter(t, ms, s=3, alpha=0.3, label=f"{name} (answers, sampled)")
         secs = np.floor(t).astype(int)
         p99 = [np.percentile(ms[secs == b], 99) for b in np.unique(secs)]
         ax.plot(np.unique(secs) + 0.5, p99, label=f"{name} p99 per second")

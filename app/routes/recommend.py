@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter
 
 from app.deps import ServiceDep
@@ -20,7 +18,9 @@ router = APIRouter(tags=["serving"])
 async def recommend(req: RecommendRequest, svc: ServiceDep) -> RecommendResponse:
     """Serve a slate from the current policy and record the decision for feedback."""
     history, exclude = validate_recommend(req, svc.item_ids, svc.settings)
-    event_id, user = uuid.uuid4().hex, user_index(req.user_id)
+    user = user_index(req.user_id)
+    # 128 random bits; with sharded streams, an id in the user's shard.
+    event_id = svc.shards.new_event_id(user)
     arm = svc.ab.assign(user, event_id) if svc.ab is not None else "mixed"
     call = RecommendCall(event_id, user, history, req.k, exclude, req.explore, arm)
     slate, policy, recorded = await svc.recommender.recommend(call)

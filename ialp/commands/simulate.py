@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     lt.add_argument("--base-url", default="http://127.0.0.1:8000")
     mode = lt.add_mutually_exclusive_group()
     mode.add_argument("--rate", type=float, help="open loop: requests per second")
-    mode.add_argument("--concurrency", type=int, help="closed loop: clients in flight")
+    mode.add_argument("--concurrency", type=int,
+                      help="closed loop: connections in flight over all processes (default 16)")
     lt.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     lt.add_argument("--env", default="coat", help="dataset whose user histories are sent")
     lt.add_argument("--synthetic-items", type=int, default=0,
@@ -48,6 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     lt.add_argument("--k", type=int, default=1)
     lt.add_argument("--seed", type=int, default=0)
     lt.add_argument("--learn-wait", type=float, default=30.0)
+    lt.add_argument("--processes", type=int, default=1,
+                    help="load-generating processes, results merged (default 1)")
+    lt.add_argument("--connections", type=int, default=16,
+                    help="open loop: connections per process opened before the start "
+                         "(more are opened when all are busy, up to --max-in-flight)")
+    lt.add_argument("--max-in-flight", type=int, default=2000,
+                    help="open loop: connection cap over all processes; arrivals beyond "
+                         "it are counted as dropped")
     lt.add_argument("--out", type=Path, default=Path("runs/loadtest"))
     lt.add_argument("--json", action="store_true")
     lt.set_defaults(func=_loadtest)
@@ -118,7 +127,8 @@ def _loadtest(args: argparse.Namespace) -> int:
         duration_s=args.duration, rate=args.rate,
         concurrency=None if args.rate else (args.concurrency or 16),
         feedback_ratio=args.feedback_ratio, k=args.k, seed=args.seed,
-        learn_wait_s=args.learn_wait,
+        learn_wait_s=args.learn_wait, processes=args.processes,
+        connections=args.connections, max_in_flight=args.max_in_flight,
     )
     histories, item_ids = _histories(args)
     report = asyncio.run(
@@ -135,7 +145,8 @@ def _loadtest(args: argparse.Namespace) -> int:
                               "p99_ms", "max_ms", "dropped"]))
     for name, vals in clean["phases"].items():
         if vals["errors_by_status"]:
-            print(f"{name} errors: {vals['errors_by_status']}")
+            print(f"{name} errors: {vals['errors_by_status']} (with Retry-After: "
+                  f"{vals['retry_after_by_status']})")
     print(f"ratios to no-op: {clean['ratios_to_noop']}")
     print(f"feedback: {clean['feedback']}")
     print(f"trainer: {clean['trainer']}")

@@ -162,6 +162,9 @@ class _Phase:
         for c in list(self.conns):
             if c.transport is not None:
                 c.transport.abort()
+        for t in list(self.tasks):  # connections still being opened
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         await asyncio.sleep(0)  # let connection_lost callbacks run
         result = PhaseResult(
             endpoints={k: r.result(self.shape.series_cap) for k, r in self.recorders.items()},
@@ -243,7 +246,11 @@ class _Phase:
 
     def _reconnect_later(self) -> None:
         assert self.loop is not None
-        self.loop.call_later(_RECONNECT_DELAY_S, self._start_task, self._reconnect())
+        self.loop.call_later(_RECONNECT_DELAY_S, self._begin_reconnect)
+
+    def _begin_reconnect(self) -> None:
+        if not self.stopping:
+            self._start_task(self._reconnect())
 
     async def _reconnect(self) -> None:
         """Closed loop: replace a failed connection while the phase runs."""
@@ -277,7 +284,8 @@ class _Phase:
             return
         if not conn.chained and st == 200 and self.workload.feedback_ratio > 0:
             request = self._feedback_for(resp.body)
-            if request is not None and now < self.deadline:
+            # Also past the deadline: the feedback share stays exact (it is part of the drain).
+            if request is not None:
                 self.in_flight += 1
                 conn.send(request, self._recorder("feedback"), now, chained=True)
                 return

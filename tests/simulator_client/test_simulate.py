@@ -1,4 +1,4 @@
-"""`ialp simulate` and `ialp loadtest` against a real service (API + trainer processes)."""
+"""`ialp simulate` against a real service (API + trainer processes)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ialp.cli import main
 from simulator_client.envs.base import RecBatchEnv
 from simulator_client.envs.coat import make_coat_env
-from simulator_client.loadtest import LoadConfig, run_loadtest, write_report
 from simulator_client.simulate import SimulateConfig, simulate, write_outputs
 from tests.service_stack import Stack, service_stack
 from trainer.transport.redis_server import EmbeddedRedis, free_port
@@ -74,34 +72,3 @@ def test_simulate_refuses_a_mismatched_catalogue(stack: Stack) -> None:
     with pytest.raises(ValueError, match="300 items but the environment"):
         asyncio.run(simulate(stack.api, SimulateConfig(rounds=0), train_env=tiny,
                              test_env=tiny))
-
-
-def test_loadtest_closed_loop_measures_noop_and_mix(stack: Stack, tmp_path: Path) -> None:
-    histories = [[1, 2, 3], [10], [5, 6, 7, 8, 9]]
-    config = LoadConfig(duration_s=1.5, concurrency=4, feedback_ratio=1.0, learn_wait_s=30)
-    report = asyncio.run(run_loadtest(stack.api, config, histories=histories,
-                                      api_key=stack.api_key))
-    noop, mix = report["phases"]["noop"], report["phases"]["recommend+feedback"]
-    assert noop["requests"] > 0 and mix["requests"] > 0
-    assert noop["errors_by_status"] == {} and mix["errors_by_status"] == {}
-    assert mix["p50_ms"] <= mix["p99_ms"] <= mix["max_ms"]
-    assert report["feedback"]["accepted"] == mix["ok"] > 0
-    trainer = report["trainer"]
-    assert trainer["events_learned_after"] - trainer["events_learned_before"] == mix["ok"]
-    assert trainer["seconds_until_learned"] is not None
-    write_report(report, tmp_path)
-    assert json.loads((tmp_path / "loadtest.json").read_text())["phases"]["noop"]["requests"]
-    assert (tmp_path / "loadtest.png").stat().st_size > 1000
-
-
-def test_loadtest_cli_open_loop(stack: Stack, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["loadtest", "--base-url", stack.api, "--rate", "40", "--duration", "1",
-                 "--synthetic-items", "300", "--feedback-ratio", "0", "--learn-wait", "0",
-                 "--out", str(tmp_path), "--json"])
-    assert code == 0
-    report = json.loads(capsys.readouterr().out)
-    mix = report["phases"]["recommend+feedback"]
-    # Open loop at 40/s for 1 s schedules 40 arrivals, whatever the latency.
-    assert mix["requests"] + mix["dropped"] == 40
-    assert report["config"]["rate"] == 40
