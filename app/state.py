@@ -22,9 +22,10 @@ from app.redis_gate import RedisGate
 from app.schemas import ErrorResponse
 from app.settings import ServiceSettings
 from app.shadow import Shadow
-from trainer.transport.bus import RedisStreamBus
+from trainer.transport.bus import FeedbackBus
 from trainer.transport.keys import RedisKeys
 from trainer.transport.publication import PublishedPolicies
+from trainer.transport.shards import Shards
 
 if TYPE_CHECKING:
     from trainer.transport.redis_server import EmbeddedRedis
@@ -46,7 +47,7 @@ class ServiceState:
     holder: PolicyHolder
     watcher: PolicyWatcher
     store: DecisionStore
-    bus: RedisStreamBus
+    bus: FeedbackBus
     gate: RedisGate
     recommender: Recommender
     item_ids: ItemIds
@@ -54,6 +55,8 @@ class ServiceState:
     shadow: Shadow | None = None
     ab: ABArms | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    shards: Shards = field(default_factory=Shards)
+    """Feedback shard layout: which shard an event id belongs to, and new event ids."""
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:

@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--redis-url", help="Redis URL (env IALP_REDIS_URL); unset: embedded "
                    "redis-server with persistence")
     p.add_argument("--namespace", help="Redis key prefix of this deployment")
+    p.add_argument("--redis-cluster", action="store_true", default=None,
+                   help="the Redis URL names a Redis Cluster (env IALP_REDIS_CLUSTER; "
+                   "implied by a redis+cluster:// URL)")
+    p.add_argument("--stream-shards", type=int, help="feedback streams, by user (env "
+                   "IALP_STREAM_SHARDS, default 1); the same in the API and the trainer")
     p.add_argument("--checkpoint", help="policy checkpoint directory to serve")
     p.add_argument("--catalogue", help="catalogue file: the item ids callers use (an items "
                    "file with an item_id column, or one id per line); default: "
@@ -54,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
 
-_FIELDS = ("redis_url", "namespace", "checkpoint", "catalogue", "num_items", "max_history", "max_k",
+_FIELDS = ("redis_url", "redis_cluster", "stream_shards",
+           "namespace", "checkpoint", "catalogue", "num_items", "max_history", "max_k",
            "micro_batching", "batch_max_size", "batch_max_wait_ms", "default_reward",
            "default_reward_after_s", "enable_noop", "seed", "reward_min", "reward_max",
            "decision_cap", "rate_limit_per_s", "rate_limit_key_per_s", "allow_anonymous")

@@ -16,6 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trainer", help="run the online trainer (Redis stream consumer)")
     p.add_argument("--redis-url", help="Redis URL (env IALP_REDIS_URL); unset: embedded")
     p.add_argument("--namespace", help="Redis key prefix of this deployment")
+    p.add_argument("--redis-cluster", action="store_true", default=None,
+                   help="the Redis URL names a Redis Cluster (env IALP_REDIS_CLUSTER; "
+                   "implied by a redis+cluster:// URL)")
+    p.add_argument("--stream-shards", type=int, help="feedback streams, by user (env "
+                   "IALP_STREAM_SHARDS, default 1); the same in the API and the trainer")
     p.add_argument("--checkpoint", help="initial policy checkpoint (θ)")
     p.add_argument("--state-dir", help="where the trainer checkpoints (resume point)")
     p.add_argument("--num-items", type=int, help="catalogue size without a checkpoint")
@@ -55,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_trainer)
 
 
-_FIELDS = ("redis_url", "namespace", "checkpoint", "state_dir", "num_items", "method",
+_FIELDS = ("redis_url", "redis_cluster", "stream_shards",
+           "namespace", "checkpoint", "state_dir", "num_items", "method",
            "replay_updates",
            "scheme", "beta_init", "learner_options", "update_every", "flush_idle_s",
            "alpha_schedule", "alpha_start", "alpha_steps", "alpha_end", "keep_versions", "consumer",

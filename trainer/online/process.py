@@ -17,11 +17,10 @@ async def run_trainer(settings: TrainerSettings) -> None:
     """Connect, set up and run a trainer until SIGTERM/SIGINT."""
     import signal
 
-    import redis.asyncio as aioredis
     import torch
 
-    from trainer.transport.bus import RedisStreamBus
-    from trainer.transport.keys import RedisKeys
+    from trainer.transport.client import redis_client
+    from trainer.transport.sharded_bus import make_bus
 
     torch.set_num_threads(settings.torch_threads)
     embedded = None
@@ -33,14 +32,16 @@ async def run_trainer(settings: TrainerSettings) -> None:
                                               settings.embedded_redis_port)
     # A reply that never comes must fail the command (and trigger a resync), not hang it.
     timeout = settings.redis_timeout_s + settings.block_ms / 1000.0
-    client = aioredis.Redis.from_url(url, socket_timeout=timeout,
-                                     socket_connect_timeout=settings.redis_timeout_s)
-    keys = RedisKeys(settings.namespace)
-    bus = RedisStreamBus(client, keys, group=settings.group, consumer=settings.consumer,
-                         dedup_ttl_s=settings.dedup_ttl_s,
-                         claim_idle_ms=settings.claim_idle_ms,
-                         claim_every_s=settings.claim_every_s,
-                         max_deliveries=settings.max_deliveries)
+    client = redis_client(url, cluster=settings.redis_cluster, socket_timeout=timeout,
+                          socket_connect_timeout=settings.redis_timeout_s)
+    shards = settings.shards(url)
+    keys = shards.keys
+    # One stream, or one per shard (each with its consumer group), behind one interface.
+    bus = make_bus(client, shards, group=settings.group, consumer=settings.consumer,
+                   dedup_ttl_s=settings.dedup_ttl_s,
+                   claim_idle_ms=settings.claim_idle_ms,
+                   claim_every_s=settings.claim_every_s,
+                   max_deliveries=settings.max_deliveries)
     policies = PublishedPolicies(client, keys, keep=settings.keep_versions)
     metrics = TrainerMetrics()
     if settings.metrics_port:

@@ -74,7 +74,8 @@ class FeedbackBus(Protocol):
         ...
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
-        """Up to ``count`` deliveries, waiting at most ``block_ms`` when there are none."""
+        """Up to ``count`` deliveries, waiting at most ``block_ms`` when there are none
+        (0: return at once)."""
         ...
 
     async def ack(self, ids: Sequence[str]) -> None:
@@ -270,7 +271,8 @@ class RedisStreamBus:
         return out
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
-        """Own pending entries first, then claimed idle ones, then new entries."""
+        """Own pending entries first, then claimed idle ones, then new entries (waiting
+        up to ``block_ms`` for those; 0: not at all)."""
         await self.ensure_group()
         stream = self.keys.stream
         if self._own_pending_cursor is not None:
@@ -295,7 +297,8 @@ class RedisStreamBus:
                 logger.info("claimed %d idle entries", len(res[1]))
                 return await self._decode(res[1], check_counts=True)
         res = await self.client.xreadgroup(
-            self.group, self.consumer, {stream: ">"}, count=count, block=block_ms
+            self.group, self.consumer, {stream: ">"}, count=count,
+            block=block_ms if block_ms > 0 else None,  # BLOCK 0 would wait forever
         )
         entries = res[0][1] if res else []
         return await self._decode(entries, check_counts=False)

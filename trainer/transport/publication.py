@@ -1,10 +1,11 @@
 """Policy versions in Redis: the trainer publishes, API replicas load, admins roll back.
 
-Layout (see :class:`trainer.transport.keys.RedisKeys`): each version's serialized policy under a
-blob key and its metadata as JSON beside it; a list of kept versions (the last K); a
-``current`` key naming the version to serve; and a pub/sub channel on which every change
-of ``current`` is announced. Replicas subscribe *and* poll ``current`` so a lost
-notification delays a swap by at most one poll interval.
+Layout (see :class:`trainer.transport.keys.RedisKeys`; in a sharded or cluster
+deployment every policy key carries the deployment's hash tag, :mod:`.shards`): each
+version's serialized policy under a blob key and its metadata as JSON beside it; a list
+of kept versions (the last K); a ``current`` key naming the version to serve; and a
+pub/sub channel on which every change of ``current`` is announced. Replicas subscribe
+*and* poll ``current`` so a lost notification delays a swap by at most one poll interval.
 """
 
 from __future__ import annotations
@@ -100,10 +101,13 @@ class PublishedPolicies:
             pipe.rpush(k.policy_versions, version)
             pipe.set(k.policy_current if promote else k.policy_candidate, version)
             pipe.lrange(k.policy_versions, 0, -1)
-            pipe.mget(k.policy_current, k.policy_candidate)
+            # Two GETs, not MGET: cluster pipelines refuse MGET (every policy key shares
+            # one hash tag in a cluster, so the transaction itself is allowed).
+            pipe.get(k.policy_current)
+            pipe.get(k.policy_candidate)
             res = await pipe.execute()
-        kept = [int(_s(v)) for v in res[-2]]
-        protected = {int(_s(v)) for v in res[-1] if v is not None}
+        kept = [int(_s(v)) for v in res[-3]]
+        protected = {int(_s(v)) for v in res[-2:] if v is not None}
         if len(kept) > self.keep:
             old = [v for v in kept[: len(kept) - self.keep] if v not in protected]
             async with self.client.pipeline(transaction=True) as pipe:

@@ -72,6 +72,8 @@ class EmbeddedRedis:
     """TCP port to listen on."""
     persistence: bool = True
     """Append-only file with fsync every second (feedback survives a restart)."""
+    extra_args: tuple[str, ...] = ()
+    """More ``redis-server`` options (e.g. cluster mode, see :mod:`.redis_cluster`)."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     """The running server, when this object started it."""
 
@@ -96,6 +98,7 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.persistence else "no",
             "--appendfsync", "everysec",
             "--daemonize", "no",
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

@@ -12,6 +12,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trainer.transport.client import wants_cluster
+from trainer.transport.shards import Shards
+
 
 class DeploymentSettings(BaseSettings):
     """Where the deployment's Redis is, its key prefix, and the fallback policy."""
@@ -21,6 +24,13 @@ class DeploymentSettings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="Redis URL; unset starts (or reuses) an embedded redis-server.")
+    redis_cluster: bool = Field(
+        default=False, description="The Redis URL names a Redis Cluster (also implied by "
+        "a redis+cluster:// URL): cluster client, every key hash-tagged.")
+    stream_shards: int = Field(
+        default=1, ge=1, le=1024, description="Feedback streams (shards, by user); 1: the "
+        "single-stream key layout. Same value in every API replica and the trainer; "
+        "change it only on a drained deployment.")
     embedded_redis_port: int = Field(
         default=6399, description="Port of the embedded redis-server.")
     embedded_redis_dir: Path | None = Field(
@@ -41,3 +51,10 @@ class DeploymentSettings(BaseSettings):
     dedup_ttl_s: int = Field(
         default=7 * 24 * 3600, ge=1, description="How long an event id is remembered "
         "for de-duplication and as learned (keep it >= decision_ttl_s).")
+
+    def shards(self, url: str | None = None) -> Shards:
+        """The deployment's shard layout; ``url`` (default :attr:`redis_url`) names a
+        cluster by its scheme."""
+        url = url if url is not None else (self.redis_url or "")
+        return Shards(self.namespace, self.stream_shards,
+                      cluster=wants_cluster(url, self.redis_cluster))

@@ -1,0 +1,54 @@
+"""Decisions of a sharded deployment: :class:`ShardedDecisionStore`.
+
+A decision lives in its event's shard (``{<ns>:s<s>}:decision:<event id>``, with the
+shard's own index and awaiting set), so the one Lua call that saves a batch, the
+feedback that reads it back and the publish script that clears its default-reward
+deadline each touch a single cluster slot. A batch is split by shard and the parts are
+written concurrently; the decision cap is split evenly over the shards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from app.decisions import Decision, DecisionStore
+from trainer.transport.shards import Shards
+
+
+class ShardedDecisionStore(DecisionStore):
+    """A :class:`DecisionStore` per shard behind the one interface the routes use."""
+
+    def __init__(self, client: Any, shards: Shards, *, ttl_s: int,
+                 default_reward_after_s: float | None = None,
+                 cap: int = 1_000_000) -> None:
+        """As :class:`DecisionStore`; each shard keeps at most ``ceil(cap / shards)``."""
+        super().__init__(client, shards.keys, ttl_s=ttl_s,
+                         default_reward_after_s=default_reward_after_s, cap=cap)
+        self.shards = shards
+        per_shard = -(-int(cap) // shards.count)
+        self.parts = [DecisionStore(client, k, ttl_s=ttl_s,
+                                    default_reward_after_s=default_reward_after_s,
+                                    cap=per_shard)
+                      for k in shards.all_shard_keys()]
+
+    async def save_many(self, decisions: Sequence[Decision]) -> int:
+        """Write the batch, one Lua call per shard it touches; returns how many old
+        decisions were evicted."""
+        groups: dict[int, list[Decision]] = {}
+        for d in decisions:
+            groups.setdefault(self.shards.of_event(d.event_id), []).append(d)
+        evicted = await asyncio.gather(*[self.parts[s].save_many(g)
+                                         for s, g in groups.items()])
+        return int(sum(evicted))
+
+    async def get(self, event_id: str) -> Decision | None:
+        """The decision from the event id's shard, or ``None``."""
+        return await self.parts[self.shards.of_event(event_id)].get(event_id)
+
+    async def pop_expired(self, limit: int = 500) -> list[str]:
+        """Event ids whose feedback wait is over, from every shard (at most ``limit``
+        per shard)."""
+        parts = await asyncio.gather(*[p.pop_expired(limit) for p in self.parts])
+        return [e for part in parts for e in part]
