@@ -60,14 +60,16 @@ def _policy(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, url: str, ns: str) -> dict[str, Any]:
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
-    from trainer.transport.keys import RedisKeys
+    from trainer.transport.client import redis_client
     from trainer.transport.publication import PublishedPolicies
+    from trainer.transport.settings import DeploymentSettings
 
-    client = aioredis.Redis.from_url(url, socket_timeout=30)
-    policies = PublishedPolicies(client, RedisKeys(ns))
+    # The deployment's layout (IALP_STREAM_SHARDS, IALP_REDIS_CLUSTER) names its keys.
+    deployment = DeploymentSettings(namespace=ns)
+    client = redis_client(url, cluster=deployment.redis_cluster, socket_timeout=30)
+    policies = PublishedPolicies(client, deployment.shards(url).keys)
     try:
         if args.action == "submit":
             return await _submit(policies, args.checkpoint)
