@@ -5,8 +5,10 @@ service of ``benchmarks/loadtest_sweep.py``), then measures ``POST /v1/noop`` wi
 same body, alternately with ``wrk -t1 -c16`` and with the harness's engine
 (:mod:`simulator_client.loadgen`, closed loop, 16 keep-alive connections), for a few
 rounds. Both generators share the machine's cores with the server, so the one that costs
-more CPU per request leaves less for the server; the ratio of the medians says how close
-the harness comes to a C load generator. Results: benchmarks/results/harness_ceiling.json.
+more CPU per request leaves less for the server. Each round runs the two back to back
+(alternating which goes first); the reported ratio is the median over rounds of harness
+over wrk throughput, beside each side's CPU time per request (load-independent).
+Results: benchmarks/results/harness_ceiling.json.
 
     .venv/bin/python benchmarks/harness_ceiling.py [--rounds 3] [--seconds 8]
 
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -60,21 +63,39 @@ def ensure_wrk() -> str | None:
     return None
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (wrk, load workers)."""
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def harness_run(url: str, seconds: float, connections: int, processes: int
                 ) -> dict[str, Any]:
     """One closed-loop harness run on the no-op endpoint."""
     target = Target.from_url(url)
+    cpu = _cpu_s()
     result = run_phase(target, noop_workload(target, [BODY]),
                        LoadShape(duration_s=seconds, connections=connections,
                                  processes=processes))
+    cpu = _cpu_s() - cpu
     s = result.summary("noop")
-    return {k: s[k] for k in ("requests", "ok", "errors_by_status", "throughput_rps",
-                              "p50_ms", "p90_ms", "p99_ms", "max_ms", "seconds")}
+    out = {k: s[k] for k in ("requests", "ok", "errors_by_status", "throughput_rps",
+                             "p50_ms", "p90_ms", "p99_ms", "max_ms", "seconds")}
+    return {**out, "cpu_us_per_request": cpu / max(s["requests"], 1) * 1e6}
+
+
+def wrk_run(url: str, seconds: float, connections: int) -> dict[str, Any]:
+    """One ``wrk -t1`` run on the no-op endpoint."""
+    cpu = _cpu_s()
+    run = run_wrk(url, [BODY], connections=connections, threads=1, duration_s=seconds)
+    cpu = _cpu_s() - cpu
+    return {**run.summary(), "cpu_us_per_request": cpu / max(run.requests, 1) * 1e6}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per generator")
+    p.add_argument("--rounds", type=int, default=4, help="alternating rounds per generator")
     p.add_argument("--seconds", type=float, default=8.0, help="length of each run")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--processes", type=int, default=1, help="harness processes")
@@ -93,21 +114,27 @@ def main() -> int:
         noop = f"{url}/v1/noop"
         harness_run(url, 1.0, args.connections, 1)  # warm-up, not measured
         for r in range(args.rounds):
-            # Alternating keeps slow drifts of the machine's load from favouring one side.
-            if not skipped:
-                wrk_runs.append(run_wrk(noop, [BODY], connections=args.connections,
-                                        threads=1, duration_s=args.seconds).summary())
-                print(f"round {r}: wrk     {wrk_runs[-1]['throughput_rps']:8.0f} req/s",
-                      flush=True)
+            # Each round pairs the two back to back, first one then the other in turn,
+            # so that drifts of the machine's load do not favour either side.
+            order = ["wrk", "harness"] if r % 2 == 0 else ["harness", "wrk"]
+            for who in order:
+                if who == "wrk" and not skipped:
+                    wrk_runs.append(wrk_run(noop, args.seconds, args.connections))
+                    got = wrk_runs[-1]
+                elif who == "harness":
+                    harness_runs.append(harness_run(url, args.seconds, args.connections,
+                                                    args.processes))
+                    got = harness_runs[-1]
+                else:
+                    continue
+                print(f"round {r}: {who:7} {got['throughput_rps']:8.0f} req/s, "
+                      f"{got['cpu_us_per_request']:5.1f} µs CPU/request", flush=True)
                 time.sleep(0.5)
-            harness_runs.append(harness_run(url, args.seconds, args.connections,
-                                            args.processes))
-            print(f"round {r}: harness {harness_runs[-1]['throughput_rps']:8.0f} req/s "
-                  f"(errors {harness_runs[-1]['errors_by_status']})", flush=True)
-            time.sleep(0.5)
     harness_rps = median(h["throughput_rps"] for h in harness_runs)
     wrk_rps = median(w["throughput_rps"] for w in wrk_runs) if wrk_runs else None
-    ratio = harness_rps / wrk_rps if wrk_rps else None
+    ratio = (median(h["throughput_rps"] / w["throughput_rps"]
+                    for h, w in zip(harness_runs, wrk_runs, strict=True))
+             if wrk_runs else None)
     report = {
         "benchmark": "harness_ceiling",
         "command": "python benchmarks/harness_ceiling.py " + " ".join(sys.argv[1:]),
@@ -123,6 +150,10 @@ def main() -> int:
         "wrk_rps_median": wrk_rps,
         "harness_rps_median": harness_rps,
         "ratio_harness_to_wrk": ratio,
+        "ratio_of_medians": harness_rps / wrk_rps if wrk_rps else None,
+        "cpu_us_per_request_median": {
+            "harness": median(h["cpu_us_per_request"] for h in harness_runs),
+            "wrk": median(w["cpu_us_per_request"] for w in wrk_runs) if wrk_runs else None},
         "target_ratio": TARGET_RATIO,
         "meets_target": None if ratio is None else ratio >= TARGET_RATIO,
         "wrk_runs": wrk_runs,

@@ -5,7 +5,8 @@ one) this starts an embedded redis-server and ``ialp serve`` on this machine (pl
 ``ialp trainer`` with ``--with-trainer``: on 2 cores its updates compete with the API for
 CPU, as they would not in a deployment that gives the trainer its own machine), warms the
 API up, then runs ``ialp loadtest`` phases at rising arrival rates (each phase measures
-the no-op endpoint and the recommend+feedback mix for the same duration), stopping after
+the no-op endpoint and the recommend+feedback mix for the same duration; traffic from
+the harness's engine, ``simulator_client.loadgen``, ``--processes`` of them), stopping after
 two failing rates in a row. A rate holds when p99 of the recommend calls stays under the
 budget with no errors and no dropped arrivals. Results: benchmarks/results/loadtest_sweep.json.
 
@@ -92,7 +93,7 @@ def serving(tag: str, n_items: int, tmp: Path, *, with_trainer: bool = False,
 
 
 def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: float,
-           with_trainer: bool) -> dict[str, Any]:
+           with_trainer: bool, processes: int) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     with serving(name, n_items, tmp, with_trainer=with_trainer) as url:
         histories = _histories(name, n_items, seed=0)
@@ -102,7 +103,7 @@ def _sweep(name: str, n_items: int, duration: float, tmp: Path, p99_budget_ms: f
                                  histories=histories, api_key=BENCH_KEY))
         for rate in RATES:
             config = LoadConfig(duration_s=duration, rate=rate, concurrency=None,
-                                feedback_ratio=0.5, learn_wait_s=0.0)
+                                feedback_ratio=0.5, learn_wait_s=0.0, processes=processes)
             report = asyncio.run(run_loadtest(url, config, histories=histories,
                                               api_key=BENCH_KEY))
             phases = report["phases"]
@@ -133,12 +134,14 @@ def main() -> None:
     parser.add_argument("--p99-ms", type=float, default=50.0)
     parser.add_argument("--with-trainer", action="store_true",
                         help="also run the trainer on this machine during the sweep")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="load-generating processes of the harness")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/loadtest_sweep.json")
     args = parser.parse_args()
     tmp = ROOT / "runs" / "bench-loadtest"
     tmp.mkdir(parents=True, exist_ok=True)
-    results = [_sweep(n, CATALOGUES[n], args.duration, tmp, args.p99_ms, args.with_trainer)
-               for n in args.only]
+    results = [_sweep(n, CATALOGUES[n], args.duration, tmp, args.p99_ms, args.with_trainer,
+                      args.processes) for n in args.only]
     payload = {
         "benchmark": "loadtest_sweep",
         "command": "python benchmarks/loadtest_sweep.py " + " ".join(sys.argv[1:]),
@@ -147,6 +150,8 @@ def main() -> None:
         "with_trainer": args.with_trainer,
         "load_average_before": __import__("os").getloadavg(),
         "phase_seconds": args.duration,
+        "harness": {"engine": "simulator_client.loadgen", "processes": args.processes,
+                    "feedback": "chained on the same connection, for half the answers"},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
