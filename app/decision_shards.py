@@ -22,26 +22,35 @@ class ShardedDecisionStore(DecisionStore):
 
     def __init__(self, client: Any, shards: Shards, *, ttl_s: int,
                  default_reward_after_s: float | None = None,
-                 cap: int = 1_000_000) -> None:
+                 cap: int = 1_000_000, blocking_client: Any | None = None) -> None:
         """As :class:`DecisionStore`; each shard keeps at most ``ceil(cap / shards)``."""
         super().__init__(client, shards.keys, ttl_s=ttl_s,
-                         default_reward_after_s=default_reward_after_s, cap=cap)
+                         default_reward_after_s=default_reward_after_s, cap=cap,
+                         blocking_client=blocking_client)
         self.shards = shards
         per_shard = -(-int(cap) // shards.count)
         self.parts = [DecisionStore(client, k, ttl_s=ttl_s,
                                     default_reward_after_s=default_reward_after_s,
-                                    cap=per_shard)
+                                    cap=per_shard, blocking_client=blocking_client)
                       for k in shards.all_shard_keys()]
 
     async def save_many(self, decisions: Sequence[Decision]) -> int:
         """Write the batch, one Lua call per shard it touches; returns how many old
         decisions were evicted."""
+        evicted = await asyncio.gather(*[self.parts[s].save_many(g)
+                                         for s, g in self._by_shard(decisions).items()])
+        return int(sum(evicted))
+
+    def save_many_blocking(self, decisions: Sequence[Decision]) -> int:
+        """:meth:`save_many` on the blocking client, one Lua call per shard."""
+        return sum(self.parts[s].save_many_blocking(g)
+                   for s, g in self._by_shard(decisions).items())
+
+    def _by_shard(self, decisions: Sequence[Decision]) -> dict[int, list[Decision]]:
         groups: dict[int, list[Decision]] = {}
         for d in decisions:
             groups.setdefault(self.shards.of_event(d.event_id), []).append(d)
-        evicted = await asyncio.gather(*[self.parts[s].save_many(g)
-                                         for s, g in groups.items()])
-        return int(sum(evicted))
+        return groups
 
     async def get(self, event_id: str) -> Decision | None:
         """The decision from the event id's shard, or ``None``."""

@@ -11,11 +11,12 @@ lets each write evict the oldest beyond the cap in the same Lua call.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from policy.types import Transition
 from trainer.transport.keys import RedisKeys
@@ -36,19 +37,19 @@ class Decision:
     arm: str = "mixed"
     """A/B arm that decided (``app.ab``)."""
 
-    def to_json(self) -> str:
-        """Compact JSON."""
-        return json.dumps({
-            "u": self.user_id, "h": list(self.history), "i": list(self.items),
-            "p": list(self.propensities), "s": list(self.sources),
+    def to_json(self) -> bytes:
+        """Compact JSON (UTF-8)."""
+        return orjson.dumps({
+            "u": self.user_id, "h": self.history, "i": self.items,
+            "p": self.propensities, "s": self.sources,
             "v": self.policy_version, "t": self.created_at,
             **({} if self.arm == "mixed" else {"a": self.arm}),
-        }, separators=(",", ":"))
+        }, option=orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
     def from_json(cls, event_id: str, raw: str | bytes) -> Decision:
         """Inverse of :meth:`to_json`."""
-        d = json.loads(raw)
+        d = orjson.loads(raw)
         return cls(event_id, int(d["u"]), tuple(d["h"]), tuple(d["i"]), tuple(d["p"]),
                    tuple(d["s"]), int(d["v"]), float(d["t"]), str(d.get("a", "mixed")))
 
@@ -101,10 +102,15 @@ class DecisionStore:
 
     def __init__(self, client: Any, keys: RedisKeys, *, ttl_s: int,
                  default_reward_after_s: float | None = None,
-                 cap: int = 1_000_000) -> None:
+                 cap: int = 1_000_000, blocking_client: Any | None = None) -> None:
         """``default_reward_after_s``: when set, decisions are also registered for the
-        default-reward sweep after that many seconds. ``cap``: most decisions kept."""
+        default-reward sweep after that many seconds. ``cap``: most decisions kept.
+        ``blocking_client`` (a redis-py blocking client of the same server) enables
+        :meth:`save_many_blocking`, for writers on a worker thread."""
         self.client = client
+        self.blocking_client = blocking_client
+        self._save_blocking = (None if blocking_client is None
+                               else blocking_client.register_script(_SAVE))
         self.keys = keys
         self.ttl_s = int(ttl_s)
         self.cap = int(cap)
@@ -119,6 +125,18 @@ class DecisionStore:
         old decisions were evicted to stay within the cap."""
         if not decisions:
             return 0
+        return int(await self._save(**self._save_call(decisions)))
+
+    def save_many_blocking(self, decisions: Sequence[Decision]) -> int:
+        """:meth:`save_many` on the blocking client (the interpreter is free while it
+        waits for Redis); for the service's forward-pass thread."""
+        if self._save_blocking is None:
+            raise RuntimeError("this DecisionStore has no blocking client")
+        if not decisions:
+            return 0
+        return int(self._save_blocking(**self._save_call(decisions)))
+
+    def _save_call(self, decisions: Sequence[Decision]) -> dict[str, list[Any]]:
         now = time.time()
         due = ("" if self.default_reward_after_s is None
                else repr(now + self.default_reward_after_s))
@@ -126,7 +144,7 @@ class DecisionStore:
                 *[self.keys.decision(d.event_id) for d in decisions]]
         args = [repr(now), self.ttl_s, self.cap, due, self._prefix,
                 *[d.event_id for d in decisions], *[d.to_json() for d in decisions]]
-        return int(await self._save(keys=keys, args=args))
+        return {"keys": keys, "args": args}
 
     async def get(self, event_id: str) -> Decision | None:
         """The decision, or ``None`` when unknown or expired."""

@@ -7,13 +7,17 @@ dependencies in :mod:`app.deps`. Nothing is created at import time.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.types import ASGIApp
 
 from app.deps import auth_warnings
 from app.lifespan import make_lifespan
 from app.limits import RateLimitMiddleware, RequestLimitMiddleware, TokenBuckets
 from app.metrics import LatencyMiddleware, ServiceMetrics
+from app.overload import OverloadGuard
 from app.routes import ROUTERS
 from app.routes.operations import noop_router
 from app.settings import ServiceSettings
@@ -22,11 +26,25 @@ from app.validation import on_invalid_request
 __all__ = ["create_app"]
 
 
+class _GuardedApp(FastAPI):
+    """FastAPI with :class:`OverloadGuard` outside its whole middleware stack (even the
+    error handler), so a refused request costs the least the framework allows."""
+
+    def __init__(self, guard: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._guard = guard
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return OverloadGuard(super().build_middleware_stack(), **self._guard)
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the application (settings from the environment unless given)."""
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
-    app = FastAPI(
+    app = _GuardedApp(
+        OverloadGuard.options(settings.max_in_flight, settings.retry_after_s,
+                              metrics.overloaded.labels(reason="in_flight").inc),
         title="iALP recommendation service",
         version="1.0",
         description="Serves slates from the mixed policy π̃ = (1-α)·πθ + α·πβ, records "

@@ -55,6 +55,11 @@ class ServiceMetrics:
         self.policy_alpha = Gauge("ialp_policy_alpha", "α of the served policy.", registry=r)
         self.policy_swaps = Counter(
             "ialp_policy_swaps_total", "Hot swaps of the served policy.", registry=r)
+        self.overloaded = Counter(
+            "ialp_overloaded_total", "Requests refused with 503 because the replica was at "
+            "its in-flight or queue-wait bound.", ["reason"], registry=r)
+        for reason in ("in_flight", "queue_wait"):
+            self.overloaded.labels(reason=reason)
         self.rate_limited = Counter(
             "ialp_rate_limited_total", "Requests refused with 429 (rate limit).", registry=r)
         self.policy_rejected = Counter(

@@ -99,6 +99,9 @@ class PolicyWatcher:
                 logger.error("version %d has non-finite values (%s); keeping version %d",
                              version, ", ".join(bad[:5]), self.holder.policy.version)
                 return self._refuse(version)
+            # Off the event loop, before the swap: the first request on the new version
+            # does not pay for tracing.
+            await asyncio.to_thread(policy.freeze_for_serving)
             self.holder.swap(policy)
             return True
 

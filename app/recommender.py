@@ -1,10 +1,10 @@
 """Turning /v1/recommend calls into forward passes, optionally micro-batched.
 
-With micro-batching on, concurrent requests wait at most ``max_wait_ms`` for company
-and at most ``max_size`` of them share one call of ``MixedPolicy.act_batch``; a lone
-request (no other call in flight) does not wait at all, and requests that arrive while
-a forward pass runs form the next batch; the
-decisions of a batch are then written to Redis in one pipeline. Forward passes run on a
+With micro-batching on, at most ``max_size`` concurrent requests share one call of
+``MixedPolicy.act_batch``: requests that arrive while a forward pass runs form the next
+batch, and the first request of a batch waits (at most ``max_wait_ms``) for as many
+requests as the largest of the recent batches held, so a lone client never waits. The
+decisions of a batch are written to Redis in one round trip. Forward passes run on a
 single worker thread so the event loop keeps accepting requests meanwhile.
 """
 
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +36,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class OverloadedError(RuntimeError):
+    """The call waited longer than the queue-wait bound: answer 503, not late."""
+
+
 @dataclass
 class RecommendCall:
     """One request's inputs and, once served, its outputs."""
@@ -47,6 +57,8 @@ class RecommendCall:
     explore: bool
     arm: str = "mixed"
     """A/B arm serving the call (``app.ab``)."""
+    queued_at: float = field(default_factory=time.monotonic)
+    """When the call was created (the queue-wait bound counts from here)."""
     future: asyncio.Future[tuple[Slate, MixedPolicy, bool]] = field(
         repr=False, default_factory=lambda: asyncio.get_running_loop().create_future())
     """Resolved when served (create calls inside the event loop)."""
@@ -58,7 +70,8 @@ class Recommender:
     def __init__(self, holder: PolicyHolder, store: DecisionStore | None, gate: RedisGate,
                  metrics: ServiceMetrics, *, micro_batching: bool = True,
                  max_size: int = 64, max_wait_ms: float = 2.0, seed: int = 0,
-                 shadow: Shadow | None = None, ab: ABArms | None = None) -> None:
+                 shadow: Shadow | None = None, ab: ABArms | None = None,
+                 max_queue_wait_ms: float | None = None) -> None:
         """``store`` may be ``None`` (decisions are then not recorded); ``shadow`` runs the
         candidate on every answered batch."""
         self.shadow = shadow
@@ -70,11 +83,15 @@ class Recommender:
         self.micro_batching = micro_batching
         self.max_size = max_size
         self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue_wait_s = (None if max_queue_wait_ms is None
+                                 else max_queue_wait_ms / 1000.0)
         self.rng = np.random.default_rng(seed)  # used only on the worker thread
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
-        self._queue: asyncio.Queue[RecommendCall] = asyncio.Queue()
+        self._pending: list[RecommendCall] = []  # waiting for the next batch
+        self._wakeup: asyncio.Future[None] | None = None  # set while the batcher waits
+        self._wake_at = 1  # pending calls that end the wait
+        self._recent_sizes: deque[int] = deque(maxlen=32)
         self._task: asyncio.Task[None] | None = None
-        self._inflight = 0  # calls inside recommend(); bounds the useful wait
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -90,8 +107,8 @@ class Recommender:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        while not self._queue.empty():
-            call = self._queue.get_nowait()
+        pending, self._pending = self._pending, []
+        for call in pending:
             if not call.future.done():
                 call.future.set_exception(RuntimeError("service shutting down"))
         self.executor.shutdown(wait=True)
@@ -99,37 +116,47 @@ class Recommender:
     async def recommend(self, call: RecommendCall) -> tuple[Slate, MixedPolicy, bool]:
         """Serve one call: (slate, the policy that decided, whether the decision was
         recorded)."""
-        self._inflight += 1
+        if not self.micro_batching:
+            await self._serve([call])
+        else:
+            self._pending.append(call)
+            wakeup = self._wakeup
+            if wakeup is not None and not wakeup.done() and \
+                    len(self._pending) >= self._wake_at:
+                wakeup.set_result(None)
+        return await call.future
+
+    async def _wait(self, count: int, timeout_s: float | None) -> None:
+        """Until ``count`` calls are pending (or ``timeout_s`` passed)."""
+        loop = asyncio.get_running_loop()
+        self._wake_at = count
+        self._wakeup = loop.create_future()
+        timer = None if timeout_s is None else loop.call_later(
+            timeout_s, _resolve, self._wakeup)
         try:
-            if self.micro_batching:
-                await self._queue.put(call)
-            else:
-                await self._serve([call])
-            return await call.future
+            await self._wakeup
         finally:
-            self._inflight -= 1
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                if self._inflight <= len(batch):
-                    break  # nobody else is waiting: waiting would only add latency
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+            if not self._pending:
+                await self._wait(1, None)
+            # Company: as many calls as the largest of the recent batches (a measure of
+            # how many clients are in flight), waiting at most max_wait_s. A lone client
+            # never waits; sixteen closed-loop clients share one forward pass and one
+            # Redis round trip instead of two or three.
+            target = min(self.max_size, max(self._recent_sizes, default=1))
+            if len(self._pending) < target and self.max_wait_s > 0:
+                await self._wait(target, self.max_wait_s)
+            batch = self._pending[: self.max_size]
+            del self._pending[: self.max_size]
+            batch = self._drop_stale(batch)
+            if not batch:
+                continue
+            self._recent_sizes.append(len(batch))
             try:
                 await self._serve(batch)
             except asyncio.CancelledError:
@@ -138,8 +165,28 @@ class Recommender:
                         call.future.set_exception(RuntimeError("service shutting down"))
                 raise
 
-    def _forward(self, policy: MixedPolicy, batch: Sequence[RecommendCall]) -> list[Slate]:
+    def _drop_stale(self, batch: list[RecommendCall]) -> list[RecommendCall]:
+        """Refuse (:class:`OverloadedError`) the calls that waited past the queue-wait bound:
+        under overload the queue then stays short, and those served keep their latency."""
+        if self.max_queue_wait_s is None:
+            return batch
+        oldest = time.monotonic() - self.max_queue_wait_s
+        if batch[0].queued_at >= oldest:  # calls queue in arrival order
+            return batch
+        fresh = []
+        for call in batch:
+            if call.queued_at < oldest:
+                self.metrics.overloaded.labels(reason="queue_wait").inc()
+                if not call.future.done():
+                    call.future.set_exception(OverloadedError("waited too long for the policy"))
+            else:
+                fresh.append(call)
+        return fresh
+
+    async def _forward(self, policy: MixedPolicy,
+                       batch: Sequence[RecommendCall]) -> list[Slate]:
         start = time.perf_counter()
+        loop = asyncio.get_running_loop()
         slates: list[Slate | None] = [None] * len(batch)
         # One forward pass per policy arm; baseline arms need none.
         groups: dict[str, list[int]] = {}
@@ -151,10 +198,16 @@ class Recommender:
                 out = [self.ab.baseline_slate(arm, c.history, c.k, c.exclude) for c in calls]
             else:
                 acting = policy if arm == MIXED or self.ab is None else self.ab.pinned[arm]
-                out = acting.act_batch(
+                plan = acting.plan(
                     [c.history for c in calls], k=[c.k for c in calls],
                     explore=[c.explore for c in calls], exclude=[c.exclude for c in calls],
-                    user_ids=[c.user_id for c in calls], rng=self.rng)
+                    user_ids=[c.user_id for c in calls])
+                # Only the networks run on the worker thread (their frozen graphs without
+                # the interpreter lock); planning and drawing are short array work that
+                # would otherwise wait for the lock the event loop holds.
+                p_theta, p_beta = await loop.run_in_executor(
+                    self.executor, acting.component_probs, plan.padded, plan.users)
+                out = acting.draw(plan, p_theta, p_beta, rng=self.rng)
             for i, slate in zip(rows, out, strict=True):
                 slates[i] = slate
         self.metrics.forward_seconds.observe(time.perf_counter() - start)
@@ -167,20 +220,38 @@ class Recommender:
             return self.ab.pinned[arm]
         return policy
 
+    def _record_blocking(self, policy: MixedPolicy, batch: Sequence[RecommendCall],
+                         slates: Sequence[Slate]) -> bool:
+        if not self.gate.open():
+            self.metrics.decision_store_errors.inc(len(batch))
+            return False
+        assert self.store is not None
+        try:
+            evicted = self.store.save_many_blocking(self._decisions(policy, batch, slates))
+        except Exception as exc:  # Redis down: still serve, but say so
+            self._store_failed(exc, len(batch))
+            return False
+        self._store_succeeded(evicted)
+        return True
+
     async def _serve(self, batch: list[RecommendCall]) -> None:
         # One read of the reference: the whole batch uses one policy version.
         policy = self.holder.policy
         self.metrics.batch_size.observe(len(batch))
         try:
-            slates = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._forward, policy, batch)
+            slates = await self._forward(policy, batch)
         except Exception as exc:
             logger.exception("forward pass failed")
             for call in batch:
                 if not call.future.done():
                     call.future.set_exception(exc)
             return
-        recorded = await self._record(policy, batch, slates)
+        if self.store is not None and self.store.blocking_client is not None:
+            # The Redis round trip on the worker thread: the event loop keeps parsing.
+            recorded = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._record_blocking, policy, batch, slates)
+        else:
+            recorded = await self._record(policy, batch, slates)
         self.metrics.recommendations.inc(len(batch))
         for call, slate in zip(batch, slates, strict=True):
             if self.ab is not None:
@@ -194,28 +265,37 @@ class Recommender:
                                [c.exclude for c in batch], [c.explore for c in batch],
                                [c.user_id for c in batch], slates)
 
-    async def _record(self, policy: MixedPolicy, batch: Sequence[RecommendCall],
-                      slates: Sequence[Slate]) -> bool:
-        if self.store is None or not self.gate.open():
-            self.metrics.decision_store_errors.inc(len(batch))
-            return False
+    def _decisions(self, policy: MixedPolicy, batch: Sequence[RecommendCall],
+                   slates: Sequence[Slate]) -> list[Decision]:
         now = time.time()
-        decisions = [
+        return [
             Decision(c.event_id, c.user_id, tuple(c.history), tuple(s.items),
                      tuple(float(p) for p in s.propensities), tuple(s.sources),
                      int(self.deciding_policy(policy, c.arm).version), now, c.arm)
             for c, s in zip(batch, slates, strict=True)
         ]
-        try:
-            evicted = await self.store.save_many(decisions)
-        except Exception as exc:  # Redis down: still serve, but say so
-            logger.warning("decision store unavailable: %s", exc)
-            self.gate.failed()
-            self.metrics.redis_up.set(0)
-            self.metrics.decision_store_errors.inc(len(batch))
-            return False
+
+    def _store_failed(self, exc: Exception, n: int) -> None:
+        logger.warning("decision store unavailable: %s", exc)
+        self.gate.failed()
+        self.metrics.redis_up.set(0)
+        self.metrics.decision_store_errors.inc(n)
+
+    def _store_succeeded(self, evicted: int) -> None:
         self.gate.succeeded()
         self.metrics.redis_up.set(1)
         if evicted:
             self.metrics.decisions_evicted.inc(evicted)
+
+    async def _record(self, policy: MixedPolicy, batch: Sequence[RecommendCall],
+                      slates: Sequence[Slate]) -> bool:
+        if self.store is None or not self.gate.open():
+            self.metrics.decision_store_errors.inc(len(batch))
+            return False
+        try:
+            evicted = await self.store.save_many(self._decisions(policy, batch, slates))
+        except Exception as exc:  # Redis down: still serve, but say so
+            self._store_failed(exc, len(batch))
+            return False
+        self._store_succeeded(evicted)
         return True

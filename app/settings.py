@@ -107,8 +107,9 @@ class ServiceSettings(DeploymentSettings):
         default=5, ge=1, description="uvicorn: close idle keep-alive connections after "
         "this many seconds.")
     limit_concurrency: int | None = Field(
-        default=1000, ge=1, description="uvicorn: connections + tasks above this are "
-        "answered 503 at once instead of queuing.")
+        default=10_000, ge=1, description="uvicorn: connections + tasks above this are "
+        "answered 503 at once (a last resort against connection floods; request overload "
+        "is bounded by max_in_flight, whose 503s carry Retry-After).")
     h11_max_incomplete_event_size: int = Field(
         default=16 * 1024, ge=1024, description="uvicorn (h11): largest request line + "
         "headers in bytes.")
@@ -119,6 +120,12 @@ class ServiceSettings(DeploymentSettings):
     redis_cooldown_s: float = Field(
         default=1.0, ge=0.0, description="After a Redis failure, /v1/recommend skips "
         "decision writes for this long instead of waiting on a dead server.")
+    max_in_flight: int = Field(
+        default=32, ge=1, description="Requests on the working /v1/ routes in flight at "
+        "once; beyond, 503 with Retry-After at once (app/overload.py).")
+    max_queue_wait_ms: float = Field(
+        default=100.0, gt=0, description="Longest a recommendation waits for its forward "
+        "pass; beyond, 503 with Retry-After instead of a late answer.")
     retry_after_s: int = Field(
         default=2, ge=1, description="Retry-After of 503 answers.")
     enable_noop: bool = Field(

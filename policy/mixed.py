@@ -13,7 +13,10 @@ Q-values (``head = "q"``, how a DQN is served; greedy over that is argmax Q).
 
 from __future__ import annotations
 
+import itertools
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,29 @@ from policy.types import Observation, Slate, pad_histories
 
 SCHEMES = ("none", "ft", "ap")
 HEADS = ("actor", "q")
+
+
+@dataclass(frozen=True)
+class ActPlan:
+    """Checked inputs of one :meth:`MixedPolicy.act_batch` call (see
+    :meth:`MixedPolicy.plan`)."""
+
+    ks: list[int]
+    """Slate size per row."""
+    explores: list[bool]
+    """Whether each row explores (else greedy)."""
+    exclude: Sequence[Sequence[int]] | None
+    """Items each row must not recommend."""
+    lens: np.ndarray
+    """History length per row [B]."""
+    flat: np.ndarray
+    """Every history item, row after row [sum(lens)]."""
+    how: ExplorationConfig
+    """Exploration strategy of the call."""
+    padded: np.ndarray
+    """Network input: right-aligned histories [B, L] (PAD = -1)."""
+    users: np.ndarray | None
+    """Network input: user ids [B], or None."""
 
 
 class MixedPolicy:
@@ -76,6 +102,22 @@ class MixedPolicy:
         self.q_temperature = float(q_temperature)
         self.exploration = exploration or ExplorationConfig()
         self._rng = np.random.default_rng(seed)
+        # id(network) -> its scoring graph, traced and frozen (see freeze_for_serving).
+        self._frozen: dict[int, torch.jit.ScriptModule] = {}
+
+    def freeze_for_serving(self) -> None:
+        """Trace each network's scoring graph (histories → logits) and freeze it.
+
+        The frozen graph runs without Python between its operations, so a forward pass
+        costs a fraction of the eager one's interpreter time (and leaves the interpreter
+        to the service's event loop meanwhile); parameter-only work such as the item
+        vectors of a factorised head is folded into constants once. Its scores equal the
+        eager network's up to float rounding. Only for a policy whose weights never change
+        again (a published version): the frozen graph keeps the weights it was traced
+        with."""
+        for net in (self.theta, self.beta):
+            if net is not None and id(net) not in self._frozen:
+                self._frozen[id(net)] = _trace_scorer(net, self.head, self.q_temperature)
 
     @property
     def num_items(self) -> int:
@@ -99,6 +141,8 @@ class MixedPolicy:
         self, histories: np.ndarray, user_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(π_θ(·|s) [B, I], π_β(·|s) [B, I] or None without β), float64."""
+        if self._frozen:
+            return self._frozen_probs(np.asarray(histories, dtype=np.int64), user_ids)
         hist = torch.as_tensor(np.asarray(histories, dtype=np.int64))
         if hist.ndim != 2:
             raise ValueError(f"histories must be [B, L], got shape {tuple(hist.shape)}")
@@ -109,6 +153,26 @@ class MixedPolicy:
             p_theta = self._network_probs(self.theta, hist, users)
             p_beta = None if self.beta is None else self._network_probs(self.beta, hist, users)
         return p_theta, p_beta
+
+    def _frozen_probs(
+        self, histories: np.ndarray, user_ids: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`component_probs` through the frozen graphs: one torch call per network,
+        the rest numpy (every torch call lets go of the interpreter lock and must win it
+        back, which costs a serving thread milliseconds while the event loop is busy)."""
+        if histories.ndim != 2:
+            raise ValueError(f"histories must be [B, L], got shape {histories.shape}")
+        n_users = self.config.num_users
+        users = np.full(histories.shape[0], n_users, dtype=np.int64)  # unknown user
+        if user_ids is not None and n_users > 0:
+            users = np.asarray(user_ids, dtype=np.int64)
+        tokens = torch.from_numpy(self.theta.encoder.token_array(histories))  # [B, T]
+        users_t = torch.from_numpy(users)
+        out = []
+        for net in (self.theta, self.beta):
+            out.append(None if net is None else self._frozen[id(net)](tokens, users_t).numpy())
+        assert out[0] is not None
+        return out[0], out[1]
 
     def probs(self, histories: np.ndarray, user_ids: np.ndarray | None = None) -> np.ndarray:
         """histories [B, L] int64 PAD=-1 right-aligned → mixture probabilities [B, I]."""
@@ -137,10 +201,28 @@ class MixedPolicy:
         strategy ``greedy``) report 1.0. ``exploration`` overrides the deployment's
         strategy (``self.exploration``) for this call.
         """
-        how = exploration or self.exploration
-        b = len(histories)
-        if b == 0:
+        if len(histories) == 0:
             return []
+        plan = self.plan(histories, k=k, explore=explore, exclude=exclude,
+                         user_ids=user_ids, exploration=exploration)
+        p_theta, p_beta = self.component_probs(plan.padded, plan.users)
+        return self.draw(plan, p_theta, p_beta, rng=rng)
+
+    def plan(
+        self,
+        histories: Sequence[Sequence[int]],
+        *,
+        k: int | Sequence[int] = 1,
+        explore: bool | Sequence[bool] = True,
+        exclude: Sequence[Sequence[int]] | None = None,
+        user_ids: Sequence[int] | None = None,
+        exploration: ExplorationConfig | None = None,
+    ) -> ActPlan:
+        """Step 1 of :meth:`act_batch`: the checked inputs and the network input
+        (``padded``, ``users``). Step 2 is :meth:`component_probs` on them (the only step
+        that runs the networks), step 3 :meth:`draw`. A service runs step 2 off its
+        event-loop thread and the cheap steps 1 and 3 on it."""
+        b = len(histories)
         ks = [int(k)] * b if isinstance(k, int) else [int(x) for x in k]
         explores = [bool(explore)] * b if isinstance(explore, bool) else [bool(x) for x in explore]
         if len(ks) != b or len(explores) != b:
@@ -150,32 +232,57 @@ class MixedPolicy:
         if user_ids is not None and len(user_ids) != b:
             raise ValueError("user_ids must have one entry per history")
         n = self.num_items
-        for row, hist in enumerate(histories):
-            for item in hist:
-                if not 0 <= int(item) < n:
-                    raise ValueError(f"row {row}: history item {item} outside [0, {n})")
+        # Every history item as (row, item), flattened once: range checks and the history
+        # mask are array operations, not per-item Python.
+        lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=b)
+        flat = np.fromiter(itertools.chain.from_iterable(histories), dtype=np.int64,
+                           count=int(lens.sum()))
+        if flat.size and (flat.min() < 0 or flat.max() >= n):
+            for row, hist in enumerate(histories):
+                for item in hist:
+                    if not 0 <= int(item) < n:
+                        raise ValueError(f"row {row}: history item {item} outside [0, {n})")
+        return ActPlan(
+            ks=ks, explores=explores, exclude=exclude, lens=lens, flat=flat,
+            how=exploration or self.exploration,
+            padded=pad_histories(histories, self.config.max_len),  # [B, L]
+            users=None if user_ids is None else np.asarray(user_ids, dtype=np.int64))
+
+    def draw(
+        self,
+        plan: ActPlan,
+        p_theta: np.ndarray,
+        p_beta: np.ndarray | None,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> list[Slate]:
+        """Step 3 of :meth:`act_batch`: the slates from the networks' probabilities."""
         rng = rng if rng is not None else self._rng
-        padded = pad_histories(histories, self.config.max_len)  # [B, L]
-        users = None if user_ids is None else np.asarray(user_ids, dtype=np.int64)
-        p_theta, p_beta = self.component_probs(padded, users)
+        ks, explores, how, exclude = plan.ks, plan.explores, plan.how, plan.exclude
+        b, n = len(ks), self.num_items
         mix = p_theta if p_beta is None else (1.0 - self.alpha) * p_theta + self.alpha * p_beta
 
         allowed = np.ones((b, n), dtype=bool)
-        for row in range(b):
-            if exclude is not None and len(exclude[row]):
-                ex = np.asarray(list(exclude[row]), dtype=np.int64)
-                if ex.min() < 0 or ex.max() >= n:
-                    raise ValueError(f"row {row}: exclude holds an item outside [0, {n})")
-                allowed[row, ex] = False
-            if ks[row] < 1 or ks[row] > int(allowed[row].sum()):
-                raise ValueError(
-                    f"row {row}: k={ks[row]} must lie in [1, {int(allowed[row].sum())}]"
-                )
-            if how.mask_history and len(histories[row]):
-                without = allowed[row].copy()
-                without[np.asarray(list(histories[row]), dtype=np.int64)] = False
-                if without.sum() >= ks[row]:
-                    allowed[row] = without
+        if exclude is not None:
+            for row in range(b):
+                if len(exclude[row]):
+                    ex = np.asarray(list(exclude[row]), dtype=np.int64)
+                    if ex.min() < 0 or ex.max() >= n:
+                        raise ValueError(f"row {row}: exclude holds an item outside [0, {n})")
+                    allowed[row, ex] = False
+        counts = allowed.sum(axis=1)  # [B]
+        k_arr = np.asarray(ks)
+        bad = np.flatnonzero((k_arr < 1) | (k_arr > counts))
+        if bad.size:
+            row = int(bad[0])
+            raise ValueError(f"row {row}: k={ks[row]} must lie in [1, {int(counts[row])}]")
+        if how.mask_history and plan.flat.size:
+            rows_of = np.repeat(np.arange(b), plan.lens)
+            without = allowed.copy()
+            without[rows_of, plan.flat] = False
+            # A row keeps its history items only when masking them leaves fewer than k.
+            keep = without.sum(axis=1) >= k_arr
+            allowed[keep] = without[keep]
 
         items = np.empty(b, dtype=object)
         props = np.empty(b, dtype=object)
@@ -272,3 +379,37 @@ class MixedPolicy:
             f"MixedPolicy(version={self.version}, scheme={self.scheme!r}, alpha={self.alpha}, "
             f"head={self.head!r}, items={self.num_items})"
         )
+
+
+class _Scorer(torch.nn.Module):
+    """tokens [B, T], users [B] → probabilities [B, I] of one head (the graph that is
+    traced)."""
+
+    def __init__(self, net: ActorCritic, head: str, q_temperature: float) -> None:
+        super().__init__()
+        self.net = net
+        self.head = head
+        self.q_temperature = q_temperature
+
+    def forward(self, tokens: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        state = self.net.encoder.from_tokens(tokens, users, last_only=True)  # [B, H]
+        if self.head == "actor":
+            scores = self.net.actor(state)  # [B, I]
+        else:
+            scores = self.net.critic(state) / self.q_temperature  # [B, I]
+        return torch.softmax(scores.double(), dim=-1)  # [B, I] float64
+
+
+def _trace_scorer(net: ActorCritic, head: str, q_temperature: float) -> torch.jit.ScriptModule:
+    """The frozen TorchScript graph of ``net``'s action probabilities; shapes stay dynamic
+    (batch size and the trimmed history length both vary between calls)."""
+    net.eval()
+    example = torch.tensor([[-1, 0, min(1, net.config.num_items - 1)], [-1, -1, 0]])
+    tokens = net.encoder.tokens(example)  # [2, T]
+    users = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracer notes on Python-side shape arithmetic; shapes are re-read at run time.
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(_Scorer(net, head, q_temperature).eval(), (tokens, users),
+                                 check_trace=False)
+        return torch.jit.freeze(traced)

@@ -14,6 +14,7 @@ attention carry the user into every later position.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +55,24 @@ class _Block(nn.Module):
         x = x + self.drop(self.out(att))
         return x + self.drop(self.ff(self.norm_ff(x)))
 
+    def forward_last(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` at the newest position only (what a state reads from the last
+        block): ``x`` [B, T, H], ``mask`` [B, 1, T, T] → [B, 1, H]. Keys and values still
+        come from every position; the query, the output projection and the feed-forward
+        run on one position instead of T."""
+        b, t, h = x.shape
+        d = h // self.heads
+        y = self.norm_attn(x)  # [B, T, H]
+        w, bias = self.qkv.weight, self.qkv.bias  # [3H, H], [3H]
+        q = F.linear(y[:, -1:], w[:h], bias[:h])  # [B, 1, H]
+        k, v = F.linear(y, w[h:], bias[h:]).chunk(2, dim=-1)  # 2 × [B, T, H]
+        q = q.view(b, 1, self.heads, d).transpose(1, 2)  # [B, heads, 1, d]
+        k, v = (z.view(b, t, self.heads, d).transpose(1, 2) for z in (k, v))
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, :, -1:])
+        att = att.transpose(1, 2).reshape(b, 1, h)  # [B, 1, H]
+        last = x[:, -1:] + self.out(att)  # [B, 1, H]
+        return last + self.ff(self.norm_ff(last))
+
 
 class SASRecEncoder(nn.Module):
     """Maps item histories to states s_t = G(x_1:t): the output at the last position."""
@@ -88,36 +107,53 @@ class SASRecEncoder(nn.Module):
             nn.init.normal_(self.feat_in.weight, std=0.02)
             nn.init.zeros_(self.feat_in.bias)
 
-    def tokens(self, histories: torch.Tensor) -> torch.Tensor:
+    def tokens(self, histories: torch.Tensor, *, trim: bool = True) -> torch.Tensor:
         """``[B, L]`` PAD=-1 item ids → ``[B, T]`` embedding rows, ``T <= max_len + 1``, with
-        the start token placed before the first real item (right-aligned)."""
+        the start token placed before the first real item (right-aligned). ``trim=False``
+        keeps every row at ``T = max_len + 1`` (one shape for a traced graph)."""
+        # Index arithmetic on a [B, L] array: numpy, whatever the device of the network
+        # (a dozen tiny torch ops here cost more interpreter time than a traced forward).
+        tokens = self.token_array(histories.detach().cpu().numpy(), trim=trim)
+        return torch.from_numpy(tokens).to(histories.device)
+
+    def token_array(self, h: np.ndarray, *, trim: bool = True) -> np.ndarray:
+        """:meth:`tokens` on an int64 array ``[B, L]`` (no torch call, so a serving thread
+        never gives up the interpreter lock here)."""
         max_len = self.config.max_len
-        b, length = histories.shape
+        b, length = h.shape
         if length > max_len:
-            histories = histories[:, -max_len:]  # keep the most recent items
+            h = h[:, -max_len:]  # keep the most recent items
         elif length < max_len:
-            pad = histories.new_full((b, max_len - length), -1)
-            histories = torch.cat([pad, histories], dim=1)  # [B, max_len]
-        if histories.numel() and (histories >= self.config.num_items).any():
-            bad = int(histories[histories >= self.config.num_items][0])
+            h = np.concatenate([np.full((b, max_len - length), -1, dtype=h.dtype), h], axis=1)
+        if h.size and (h >= self.config.num_items).any():
+            bad = int(h[h >= self.config.num_items][0])
             raise ValueError(f"item id {bad} outside [0, {self.config.num_items})")
-        ids = torch.where(histories < 0, torch.zeros_like(histories), histories + 1)
-        tokens = torch.cat([ids.new_zeros((b, 1)), ids], dim=1)  # [B, T], T = max_len + 1
-        lengths = (ids > 0).sum(dim=1)  # [B]
+        ids = np.where(h < 0, 0, h + 1)
+        tokens = np.zeros((b, max_len + 1), dtype=np.int64)  # [B, T], T = max_len + 1
+        tokens[:, 1:] = ids
+        lengths = (ids > 0).sum(axis=1)  # [B]
         start_pos = max_len - lengths  # slot right before the first real item
-        tokens[torch.arange(b, device=tokens.device), start_pos] = self.start_index
+        tokens[np.arange(b), start_pos] = self.start_index
         # Drop leading columns that are padding in every row: positions count from the
         # right and padding is masked, so the states are unchanged and short histories
         # cost less.
-        first = int(start_pos.min()) if b else 0
-        return tokens[:, first:]
+        first = int(start_pos.min()) if b and trim else 0
+        return np.ascontiguousarray(tokens[:, first:])
 
     def forward(
         self, histories: torch.Tensor, user_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``histories`` [B, L] int64 (PAD=-1, right-aligned), ``user_ids`` [B] or None →
         states ``[B, H]``."""
-        tokens = self.tokens(histories)  # [B, T]
+        return self.from_tokens(self.tokens(histories), user_ids)
+
+    def from_tokens(
+        self, tokens: torch.Tensor, user_ids: torch.Tensor | None = None,
+        *, last_only: bool = False,
+    ) -> torch.Tensor:
+        """``tokens`` [B, T] from :meth:`tokens`, ``user_ids`` [B] or None → states
+        ``[B, H]``. ``last_only`` (inference) runs the last block at the newest position
+        only: the same states up to float rounding, for less work."""
         b, t = tokens.shape
         x = self.item_emb(tokens)  # [B, T, H]
         if self.feat_in is not None:
@@ -143,6 +179,12 @@ class SASRecEncoder(nn.Module):
         key_ok = valid.squeeze(-1).unsqueeze(1)  # [B, 1, T]
         eye = torch.eye(t, dtype=torch.bool, device=x.device)
         mask = ((causal & key_ok) | eye).unsqueeze(1)  # [B, 1, T, T]
-        for block in self.blocks:
+        blocks: list[_Block] = list(self.blocks)  # type: ignore[arg-type]
+        if last_only and blocks:
+            for block in blocks[:-1]:
+                x = block(x, mask) * valid  # [B, T, H]
+            # The newest position is always valid (an item or the start token).
+            return self.final_norm(blocks[-1].forward_last(x, mask)[:, 0])  # [B, H]
+        for block in blocks:
             x = block(x, mask) * valid  # [B, T, H]
         return self.final_norm(x[:, -1])  # [B, H] state at the newest position

@@ -275,6 +275,7 @@ class _Phase:
         rec.latencies.append(now - conn.start)
         rec.starts.append(conn.start - self.t0)
         st = resp.status
+        rec.ok.append(200 <= st < 300)
         rec.statuses[st] = rec.statuses.get(st, 0) + 1
         if resp.retry_after:
             rec.retry_after[st] = rec.retry_after.get(st, 0) + 1

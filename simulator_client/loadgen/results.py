@@ -23,6 +23,8 @@ class EndpointResult:
     """Requests that got no answer, per cause (connection reset, refused, bad framing…)."""
     latency: LogHistogram = field(default_factory=LogHistogram)
     """Latency of every answer, whatever its status."""
+    ok_latency: LogHistogram = field(default_factory=LogHistogram)
+    """Latency of the 2xx answers only (what accepted requests saw under overload)."""
     series_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """Start offsets (s into the phase) of a uniform sample of answers, for plots."""
     series_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -47,6 +49,7 @@ class EndpointResult:
         for k, n in other.connection_errors.items():
             self.connection_errors[k] = self.connection_errors.get(k, 0) + n
         self.latency.merge(other.latency)
+        self.ok_latency.merge(other.ok_latency)
         self.series_t = np.concatenate([self.series_t, other.series_t])
         self.series_ms = np.concatenate([self.series_ms, other.series_ms])
 
@@ -64,6 +67,7 @@ class EndpointResult:
             "errors_by_status": errors,
             "throughput_rps": self.ok / wall_s if wall_s > 0 else 0.0,
             **self.latency.summary_ms(),
+            **{f"ok_{k}": v for k, v in self.ok_latency.summary_ms().items()},
         }
 
 
@@ -113,10 +117,11 @@ class Recorder:
     """Cheap per-answer bookkeeping inside one process, folded into an
     :class:`EndpointResult` at the end (histogram bucketing is vectorised then)."""
 
-    __slots__ = ("connection_errors", "latencies", "retry_after", "starts", "statuses")
+    __slots__ = ("connection_errors", "latencies", "ok", "retry_after", "starts", "statuses")
 
     def __init__(self) -> None:
         self.latencies = array("d")
+        self.ok = array("b")  # 1 where the answer was 2xx
         self.starts = array("d")
         self.statuses: dict[int, int] = {}
         self.retry_after: dict[int, int] = {}
@@ -130,10 +135,12 @@ class Recorder:
         """The folded result, with at most ``series_cap`` sampled points for plots."""
         lat = np.frombuffer(self.latencies, dtype=np.float64) if self.latencies else np.zeros(0)
         starts = np.frombuffer(self.starts, dtype=np.float64) if self.starts else np.zeros(0)
-        hist = LogHistogram()
+        hist, ok_hist = LogHistogram(), LogHistogram()
         hist.record_many(lat)
+        if self.ok:
+            ok_hist.record_many(lat[np.frombuffer(self.ok, dtype=np.int8).astype(bool)])
         step = max(1, -(-lat.size // max(series_cap, 1)))
         return EndpointResult(
             statuses=dict(self.statuses), retry_after=dict(self.retry_after),
-            connection_errors=dict(self.connection_errors), latency=hist,
+            connection_errors=dict(self.connection_errors), latency=hist, ok_latency=ok_hist,
             series_t=starts[::step].copy(), series_ms=lat[::step] * 1000.0)
