@@ -194,6 +194,7 @@ class Recommender:
             groups.setdefault(c.arm, []).append(i)
         for arm, rows in groups.items():
             calls = [batch[i] for i in rows]
+            out: list[Slate] | None = None
             if self.ab is not None and arm in CONTROL_ARMS:
                 out = [self.ab.baseline_slate(arm, c.history, c.k, c.exclude) for c in calls]
             else:
@@ -202,12 +203,21 @@ class Recommender:
                     [c.history for c in calls], k=[c.k for c in calls],
                     explore=[c.explore for c in calls], exclude=[c.exclude for c in calls],
                     user_ids=[c.user_id for c in calls])
-                # Only the networks run on the worker thread (their frozen graphs without
-                # the interpreter lock); planning and drawing are short array work that
-                # would otherwise wait for the lock the event loop holds.
-                p_theta, p_beta = await loop.run_in_executor(
-                    self.executor, acting.component_probs, plan.padded, plan.users)
-                out = acting.draw(plan, p_theta, p_beta, rng=self.rng)
+                # Only frozen graphs run on the worker thread (without the interpreter
+                # lock); planning and drawing are short array work that would otherwise
+                # wait for the lock the event loop holds. k = 1 from θ alone is decided
+                # whole inside one graph (no [B, I] array ever reaches Python).
+                fast = acting.fast_inputs(plan, self.rng)
+                if fast is not None:
+                    items, props, ok = await loop.run_in_executor(
+                        self.executor, acting.sample_frozen, plan, fast)
+                    if ok:
+                        out = acting.fast_slates(items, props)
+                if out is None:
+                    p_theta, p_beta = await loop.run_in_executor(
+                        self.executor, acting.component_probs, plan.padded, plan.users)
+                    out = acting.draw(plan, p_theta, p_beta, rng=self.rng)
+            assert out is not None
             for i, slate in zip(rows, out, strict=True):
                 slates[i] = slate
         self.metrics.forward_seconds.observe(time.perf_counter() - start)

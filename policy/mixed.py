@@ -54,6 +54,21 @@ class ActPlan:
     """Network input: user ids [B], or None."""
 
 
+@dataclass(frozen=True)
+class FastInputs:
+    """Inputs of :meth:`MixedPolicy.sample_frozen` beside the plan."""
+
+    banned: np.ndarray
+    """Items each row must not get [B, M] (-1 pads)."""
+    u: np.ndarray
+    """One uniform per row [B] (float64), drawn from the caller's generator."""
+    greedy: np.ndarray
+    """Rows decided greedily [B] bool."""
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
 class MixedPolicy:
     """π̃ = (1-α)·πθ + α·πβ, inference only (torch.no_grad, eval mode)."""
 
@@ -104,6 +119,7 @@ class MixedPolicy:
         self._rng = np.random.default_rng(seed)
         # id(network) -> its scoring graph, traced and frozen (see freeze_for_serving).
         self._frozen: dict[int, torch.jit.ScriptModule] = {}
+        self._sampler: torch.jit.ScriptModule | None = None  # k = 1 decisions, θ alone
 
     def freeze_for_serving(self) -> None:
         """Trace each network's scoring graph (histories → logits) and freeze it.
@@ -113,11 +129,68 @@ class MixedPolicy:
         to the service's event loop meanwhile); parameter-only work such as the item
         vectors of a factorised head is folded into constants once. Its scores equal the
         eager network's up to float rounding. Only for a policy whose weights never change
-        again (a published version): the frozen graph keeps the weights it was traced
-        with."""
+        again (a published version): the graph folds work on the weights into constants
+        at freezing time, so later changes would reach it only in part."""
         for net in (self.theta, self.beta):
             if net is not None and id(net) not in self._frozen:
                 self._frozen[id(net)] = _trace_scorer(net, self.head, self.q_temperature)
+        if self.beta is None and self._sampler is None:
+            self._sampler = _trace_sampler(self.theta, self.head, self.q_temperature)
+
+    def fast_inputs(self, plan: ActPlan, rng: np.random.Generator) -> FastInputs | None:
+        """Inputs of :meth:`sample_frozen` for ``plan``, or ``None`` when the call needs
+        the general path (no frozen sampler, β mixing, k > 1, epsilon-greedy)."""
+        if self._sampler is None or any(k != 1 for k in plan.ks):
+            return None
+        how = plan.how
+        if how.strategy == "epsilon" and how.epsilon > 0.0 and any(plan.explores):
+            return None
+        n = self.num_items
+        rows: list[np.ndarray] = []
+        starts = np.concatenate([[0], np.cumsum(plan.lens)])
+        for row in range(len(plan.ks)):
+            ex = (np.asarray(list(plan.exclude[row]), dtype=np.int64)
+                  if plan.exclude is not None and len(plan.exclude[row]) else _NONE)
+            if ex.size and (ex.min() < 0 or ex.max() >= n):
+                raise ValueError(f"row {row}: exclude holds an item outside [0, {n})")
+            if how.mask_history and plan.lens[row]:
+                hist = plan.flat[starts[row]:starts[row + 1]]
+                both = np.union1d(ex, hist)
+                # History stays recommendable only when masking it leaves nothing.
+                ex = both if both.size < n else np.unique(ex)
+            if np.unique(ex).size >= n:
+                raise ValueError(f"row {row}: k=1 must lie in [1, 0]")
+            rows.append(ex)
+        width = max(1, max(r.size for r in rows))
+        banned = np.full((len(rows), width), -1, dtype=np.int64)
+        for row, ex in enumerate(rows):
+            if ex.size:  # pad with the row's own first banned item (see _Sampler)
+                banned[row] = ex[0]
+                banned[row, : ex.size] = ex
+        greedy = np.asarray([not e or how.strategy == "greedy" for e in plan.explores])
+        return FastInputs(banned=banned, u=rng.random(len(rows)), greedy=greedy)
+
+    def sample_frozen(self, plan: ActPlan,
+                      fast: FastInputs) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The k = 1 decisions in one frozen graph (no interpreter lock while it runs):
+        (items [B], propensities [B], whether every row succeeded)."""
+        assert self._sampler is not None
+        n_users = self.config.num_users
+        users = np.full(len(plan.ks), n_users, dtype=np.int64)  # unknown user
+        if plan.users is not None and n_users > 0:
+            users = plan.users
+        tokens = torch.from_numpy(self.theta.encoder.token_array(plan.padded))  # [B, T]
+        items, props, ok = self._sampler(tokens, torch.from_numpy(users),
+                                         torch.from_numpy(fast.banned),
+                                         torch.from_numpy(fast.u),
+                                         torch.from_numpy(fast.greedy))
+        return items.numpy(), props.numpy(), bool(ok.all())
+
+    @staticmethod
+    def fast_slates(items: np.ndarray, props: np.ndarray) -> list[Slate]:
+        """Slates of :meth:`sample_frozen`'s output (θ decided every item)."""
+        return [Slate(items=(int(a),), propensities=(min(1.0, float(p)),),
+                      sources=("theta",)) for a, p in zip(items, props, strict=True)]
 
     @property
     def num_items(self) -> int:
@@ -398,6 +471,63 @@ class _Scorer(torch.nn.Module):
         else:
             scores = self.net.critic(state) / self.q_temperature  # [B, I]
         return torch.softmax(scores.double(), dim=-1)  # [B, I] float64
+
+
+class _Sampler(_Scorer):
+    """The whole k = 1 decision of one network in one graph (traced): probabilities over
+    the allowed items, then the item (inverse CDF at ``u``, or the argmax for greedy rows)
+    and its propensity.
+
+    ``banned`` [B, M] holds the items a row must not get (-1 pads); ``u`` [B] uniforms in
+    [0, 1); ``greedy`` [B] bool. Returns (items [B], propensities [B], ok [B]); ``ok`` is
+    False where the allowed mass underflowed (the caller then takes the general path)."""
+
+    def forward(  # type: ignore[override]
+        self, tokens: torch.Tensor, users: torch.Tensor, banned: torch.Tensor,
+        u: torch.Tensor, greedy: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        state = self.net.encoder.from_tokens(tokens, users, last_only=True)  # [B, H]
+        if self.head == "actor":
+            scores = self.net.actor(state)  # [B, I]
+        else:
+            scores = self.net.critic(state) / self.q_temperature  # [B, I]
+        n = scores.shape[1]
+        # Banned items to -inf in place. `banned` pads a row with its own first banned
+        # item (or, in a row with none, with -1: column 0 rewritten with its own score),
+        # so every write of a row is either -inf to a banned item or a no-op.
+        idx = banned.clamp(min=0)
+        src = torch.where(banned < 0, scores.gather(1, idx),
+                          torch.full_like(idx, 0, dtype=scores.dtype) - float("inf"))
+        scores = scores.scatter(1, idx, src)
+        # Unnormalised weights exp(s - max): one pass for the max (and the greedy item),
+        # one for the weights, one cumulative sum; the normaliser is the last cumulative
+        # value. float32 keeps the [B, I] passes at memory speed on large catalogues.
+        top, best = scores.max(dim=1)  # [B]
+        w = torch.exp(scores - top.unsqueeze(1))  # [B, I], banned → 0
+        cum = w.cumsum(dim=1)  # [B, I]
+        total = cum[:, -1]  # [B]
+        # First item whose cumulative weight exceeds u·total (numpy's inverse CDF).
+        x = (u.to(cum.dtype) * total).unsqueeze(1)
+        pick = torch.searchsorted(cum, x, right=True).squeeze(1).clamp(max=n - 1)
+        item = torch.where(greedy, best, pick)
+        w_item = w.gather(1, item.unsqueeze(1)).squeeze(1)
+        prop = torch.where(greedy, torch.ones_like(total, dtype=torch.float64),
+                           w_item.double() / total.double())
+        return item, prop, (total > 0) & (w_item > 0)
+
+
+def _trace_sampler(net: ActorCritic, head: str, q_temperature: float) -> torch.jit.ScriptModule:
+    """The frozen TorchScript graph of :class:`_Sampler`."""
+    net.eval()
+    example = torch.tensor([[-1, 0, min(1, net.config.num_items - 1)], [-1, -1, 0]])
+    inputs = (net.encoder.tokens(example), torch.zeros(2, dtype=torch.long),
+              torch.tensor([[0, -1], [-1, -1]]), torch.tensor([0.5, 0.25], dtype=torch.float64),
+              torch.tensor([False, True]))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(_Sampler(net, head, q_temperature).eval(), inputs,
+                                 check_trace=False)
+        return torch.jit.freeze(traced)
 
 
 def _trace_scorer(net: ActorCritic, head: str, q_temperature: float) -> torch.jit.ScriptModule:
