@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from app.metrics import ServiceMetrics
 from app.policy_holder import PolicyHolder, PolicyWatcher
 from app.recommender import Recommender
 from app.redis_gate import RedisGate
-from app.settings import ServiceSettings
+from app.settings import WORKER_SEED_ENV, ServiceSettings
 from app.shadow import Shadow
 from app.state import ServiceState, redis_errors
 from trainer.transport.client import redis_client, sync_redis_client
@@ -99,6 +100,14 @@ async def default_reward_loop(svc: ServiceState) -> None:
                     svc.metrics.default_rewards.inc()
         except redis_errors() as exc:
             logger.debug("default-reward sweep skipped: %s", exc)
+
+
+def _sampling_seed(seed: int) -> int:
+    """The micro-batcher's seed: ``seed``, mixed with the process id in the workers of
+    ``ialp serve --workers N``."""
+    if os.environ.get(WORKER_SEED_ENV):
+        return (seed * 1_000_003 + os.getpid()) % (2**32)
+    return seed
 
 
 def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespan:
@@ -175,7 +184,7 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
         recommender = Recommender(
             holder, store, gate, metrics, micro_batching=settings.micro_batching,
             max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
-            seed=settings.seed, shadow=shadow, ab=ab,
+            seed=_sampling_seed(settings.seed), shadow=shadow, ab=ab,
             max_queue_wait_ms=settings.max_queue_wait_ms)
         svc = ServiceState(settings, metrics, client, keys, policies, holder, watcher,
                            store, bus, gate, recommender, item_ids, embedded, shadow, ab,

@@ -13,6 +13,9 @@ from pydantic_settings import SettingsConfigDict
 
 from trainer.transport.settings import DeploymentSettings
 
+WORKER_SEED_ENV = "IALP_WORKER_SEEDS"
+"""Set by ``ialp serve --workers N`` (N > 1): each worker mixes its process id into its
+sampling seed, so replicas on one machine never draw the same exploration noise."""
 
 class ServiceSettings(DeploymentSettings):
     """Everything the API process can be configured with."""
@@ -60,6 +63,10 @@ class ServiceSettings(DeploymentSettings):
         default=1_000_000, ge=1, description="Most decisions kept in Redis; beyond it the "
         "oldest are evicted (their feedback is answered 404), so a flood of "
         "recommendations cannot grow Redis without bound.")
+    feedback_batch_max: int = Field(
+        default=1000, ge=1, le=100_000, description="Most events in one POST "
+        "/v1/feedback/batch (keep batches under max_body_bytes too: about 100 bytes "
+        "per event).")
     reward_min: float = Field(
         default=-10.0, allow_inf_nan=False, description="Smallest reward /v1/feedback "
         "accepts (outside the range: 422).")

@@ -10,6 +10,8 @@ service is started with ``--insecure``.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from typing import Any
 
 
@@ -36,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-k", type=int)
     p.add_argument("--micro-batching", action=argparse.BooleanOptionalAction, default=None,
                    help="batch concurrent /v1/recommend calls (default on)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine (uvicorn), each with its own "
+                   "policy copy and micro-batcher, sharing Redis and the published "
+                   "policy; about one per core (docs/performance.md)")
     p.add_argument("--batch-max-size", type=int)
     p.add_argument("--batch-max-wait-ms", type=float)
     p.add_argument("--default-reward", type=float,
@@ -77,9 +83,40 @@ def _serve(args: argparse.Namespace) -> int:
     settings = ServiceSettings(**overrides)
     # Slow or oversized clients: idle keep-alive connections are closed, request heads
     # are bounded, and beyond limit_concurrency new work is refused with 503.
-    uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=args.log_level, access_log=False,
-                timeout_keep_alive=settings.timeout_keep_alive_s, http=settings.http_protocol,
-                limit_concurrency=settings.limit_concurrency,
-                h11_max_incomplete_event_size=settings.h11_max_incomplete_event_size)
+    options: dict[str, Any] = dict(
+        host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+        timeout_keep_alive=settings.timeout_keep_alive_s, http=settings.http_protocol,
+        limit_concurrency=settings.limit_concurrency,
+        h11_max_incomplete_event_size=settings.h11_max_incomplete_event_size)
+    if args.workers <= 1:
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    return _serve_workers(args.workers, overrides, settings, options)
+
+
+def _serve_workers(workers: int, overrides: dict[str, Any], settings: Any,
+                   options: dict[str, Any]) -> int:
+    """uvicorn's worker processes, each building the app from the environment: the
+    command line's settings travel as ``IALP_*`` variables. Without a Redis URL this
+    process starts the embedded server first, so the workers share one."""
+    import uvicorn
+
+    from app.settings import WORKER_SEED_ENV
+    from trainer.transport.redis_server import ensure_embedded_redis
+
+    embedded = None
+    if settings.redis_url is None:
+        url, embedded = ensure_embedded_redis(settings.embedded_redis_dir,
+                                              settings.embedded_redis_port)
+        overrides = {**overrides, "redis_url": url}
+    for name, value in overrides.items():
+        text = json.dumps(value) if isinstance(value, bool) else str(value)
+        os.environ[f"IALP_{name.upper()}"] = text
+    # Each worker draws its own exploration noise (see app.lifespan).
+    os.environ[WORKER_SEED_ENV] = "1"
+    try:
+        uvicorn.run("app.main:create_app", factory=True, workers=workers, **options)
+    finally:
+        if embedded is not None:
+            embedded.stop()
     return 0
