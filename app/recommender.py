@@ -30,7 +30,7 @@ from app.redis_gate import RedisGate
 from app.shadow import Shadow
 
 if TYPE_CHECKING:
-    from policy.mixed import MixedPolicy
+    from policy.mixed import ActPlan, FastInputs, MixedPolicy
     from policy.types import Slate
 
 logger = logging.getLogger(__name__)
@@ -230,6 +230,18 @@ class Recommender:
             return self.ab.pinned[arm]
         return policy
 
+    def _decide_fast(self, policy: MixedPolicy, batch: Sequence[RecommendCall],
+                     plan: ActPlan, fast: FastInputs) -> tuple[list[Slate], bool] | None:
+        """Worker thread: the one-graph decisions and their Redis write; ``None`` when
+        the graph could not decide every row (the general path then runs)."""
+        start = time.perf_counter()
+        items, props, ok = policy.sample_frozen(plan, fast)
+        if not ok:
+            return None
+        slates = policy.fast_slates(items, props)
+        self.metrics.forward_seconds.observe(time.perf_counter() - start)
+        return slates, self._record_blocking(policy, batch, slates)
+
     def _record_blocking(self, policy: MixedPolicy, batch: Sequence[RecommendCall],
                          slates: Sequence[Slate]) -> bool:
         if not self.gate.open():
@@ -248,15 +260,31 @@ class Recommender:
         # One read of the reference: the whole batch uses one policy version.
         policy = self.holder.policy
         self.metrics.batch_size.observe(len(batch))
+        loop = asyncio.get_running_loop()
         try:
-            slates = await self._forward(policy, batch)
+            decided = None
+            if self.ab is None and self.store is not None and \
+                    self.store.blocking_client is not None:
+                plan = policy.plan(
+                    [c.history for c in batch], k=[c.k for c in batch],
+                    explore=[c.explore for c in batch], exclude=[c.exclude for c in batch],
+                    user_ids=[c.user_id for c in batch])
+                fast = policy.fast_inputs(plan, self.rng)
+                if fast is not None:
+                    # One trip to the worker thread: graph, slates and the Redis write.
+                    decided = await loop.run_in_executor(
+                        self.executor, self._decide_fast, policy, batch, plan, fast)
+            if decided is None:
+                slates = await self._forward(policy, batch)
         except Exception as exc:
             logger.exception("forward pass failed")
             for call in batch:
                 if not call.future.done():
                     call.future.set_exception(exc)
             return
-        if self.store is not None and self.store.blocking_client is not None:
+        if decided is not None:
+            slates, recorded = decided
+        elif self.store is not None and self.store.blocking_client is not None:
             # The Redis round trip on the worker thread: the event loop keeps parsing.
             recorded = await asyncio.get_running_loop().run_in_executor(
                 self.executor, self._record_blocking, policy, batch, slates)
