@@ -56,6 +56,21 @@ class ShardedDecisionStore(DecisionStore):
         """The decision from the event id's shard, or ``None``."""
         return await self.parts[self.shards.of_event(event_id)].get(event_id)
 
+    async def get_many(self, event_ids: Sequence[str]) -> list[Decision | None]:
+        """The decisions of ``event_ids``, one MGET per shard they touch (concurrently;
+        a shard's keys share one cluster slot), in order."""
+        groups: dict[int, list[int]] = {}
+        for i, e in enumerate(event_ids):
+            groups.setdefault(self.shards.of_event(e), []).append(i)
+        shards = list(groups)
+        parts = await asyncio.gather(*[
+            self.parts[s].get_many([event_ids[i] for i in groups[s]]) for s in shards])
+        out: list[Decision | None] = [None] * len(event_ids)
+        for s, found in zip(shards, parts, strict=True):
+            for i, d in zip(groups[s], found, strict=True):
+                out[i] = d
+        return out
+
     async def pop_expired(self, limit: int = 500) -> list[str]:
         """Event ids whose feedback wait is over, from every shard (at most ``limit``
         per shard)."""

@@ -151,6 +151,15 @@ class DecisionStore:
         raw = await self.client.get(self.keys.decision(event_id))
         return None if raw is None else Decision.from_json(event_id, raw)
 
+    async def get_many(self, event_ids: Sequence[str]) -> list[Decision | None]:
+        """The decisions of ``event_ids`` in one round trip (MGET), in order; ``None``
+        where unknown or expired."""
+        if not event_ids:
+            return []
+        raw = await self.client.mget([self.keys.decision(e) for e in event_ids])
+        return [None if r is None else Decision.from_json(e, r)
+                for e, r in zip(event_ids, raw, strict=True)]
+
     async def pop_expired(self, limit: int = 500) -> list[str]:
         """Event ids whose feedback wait is over (each returned to one caller only)."""
         ids = await self._pop(keys=[self.keys.awaiting_feedback], args=[time.time(), limit])

@@ -121,6 +121,57 @@ class FeedbackResponse(BaseModel):
     stream_id: str | None = Field(default=None, description="Stream entry id when accepted.")
 
 
+class FeedbackBatchRequest(BaseModel):
+    """Many feedback events in one call (``POST /v1/feedback/batch``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"events": [
+            {"event_id": "5f0c8a6e2b0e4c3e9a1d2f7b6c5e4d3a", "item_id": "sku-12",
+             "reward": 4.0, "done": False},
+            {"event_id": "0b7d1e2f3a4b5c6d7e8f9a0b1c2d3e4f", "item_id": "sku-4",
+             "reward": 0.0, "done": True}]}]},
+    )
+
+    events: list[FeedbackRequest] = Field(
+        min_length=1, max_length=_HARD_MAX,
+        description="Feedback events, each as the body of /v1/feedback (at most the "
+        "configured feedback_batch_max).")
+
+
+FeedbackOutcome = Literal["accepted", "duplicate", "unknown_event", "not_in_slate"]
+"""What happened to one event of a batch."""
+
+
+class FeedbackBatchResult(BaseModel):
+    """Outcome of one event of a batch, at the event's position."""
+
+    event_id: str
+    status: FeedbackOutcome = Field(
+        description="accepted: enqueued for learning; duplicate: this event already had "
+        "feedback (nothing enqueued); unknown_event: unknown or expired event_id; "
+        "not_in_slate: item_id was not in the recommended slate.")
+    code: int = Field(description="The status /v1/feedback answers for the same event: "
+                      "202, 200, 404 or 409.")
+    stream_id: str | None = Field(default=None, description="Stream entry id when accepted.")
+    detail: str | None = Field(default=None, description="Why the event was refused.")
+
+
+class FeedbackBatchResponse(BaseModel):
+    """Outcomes of a batch, one per event in the request's order."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "counts": {"accepted": 1, "duplicate": 0, "unknown_event": 1, "not_in_slate": 0},
+        "results": [
+            {"event_id": "5f0c8a6e2b0e4c3e9a1d2f7b6c5e4d3a", "status": "accepted",
+             "code": 202, "stream_id": "1711111111111-0"},
+            {"event_id": "0b7d1e2f3a4b5c6d7e8f9a0b1c2d3e4f", "status": "unknown_event",
+             "code": 404, "detail": "unknown or expired event_id"}]}]})
+
+    counts: dict[str, int] = Field(description="Events per status.")
+    results: list[FeedbackBatchResult] = Field(description="One per event, in order.")
+
+
 class PolicyInfo(BaseModel):
     """The policy this replica serves."""
 

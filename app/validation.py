@@ -106,7 +106,7 @@ async def on_invalid_request(request: Request, exc: RequestValidationError) -> R
     from fastapi.encoders import jsonable_encoder
     from fastapi.responses import JSONResponse
 
-    if request.url.path == "/v1/feedback":
+    if request.url.path in ("/v1/feedback", "/v1/feedback/batch"):
         metrics: ServiceMetrics = request.app.state.metrics
         metrics.feedback.labels(outcome="rejected").inc()
     errors = []

@@ -1,16 +1,24 @@
-"""``POST /v1/feedback``: join a user's response with its decision and enqueue it for
-the trainer."""
+"""``POST /v1/feedback`` and ``POST /v1/feedback/batch``: join users' responses with
+their decisions and enqueue them for the trainer."""
 
 from __future__ import annotations
 
 import logging
 
+import orjson
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.exceptions import RequestValidationError
 
 from app.ab import record_feedback
 from app.deps import UNAUTHORIZED, ApiKeyDep, ServiceDep
-from app.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse
+from app.feedback_batch import counts, ingest_batch, validate_batch
+from app.schemas import (
+    ErrorResponse,
+    FeedbackBatchRequest,
+    FeedbackBatchResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+)
 from app.state import UNAVAILABLE, redis_errors, unavailable
 from app.validation import field_error, validate_reward
 
@@ -78,3 +86,25 @@ async def feedback(body: FeedbackRequest, svc: ServiceDep, response: Response,
             logger.warning("A/B counters not updated for %s: %s", body.event_id, exc)
     return FeedbackResponse(event_id=body.event_id, status="accepted",
                             stream_id=stream_id)
+
+
+@router.post("/v1/feedback/batch", status_code=200, response_model=FeedbackBatchResponse,
+             summary="Report many responses in one call",
+             responses={**UNAUTHORIZED, **UNAVAILABLE})
+async def feedback_batch(body: FeedbackBatchRequest, svc: ServiceDep,
+                         _auth: ApiKeyDep) -> Response:
+    """Join every event with its decision and enqueue the transitions: one read of the
+    decisions and one enqueue script per shard for the whole batch.
+
+    Answers 200 with one result per event, in order (what ``/v1/feedback`` would answer
+    for it: accepted, duplicate, unknown_event, not_in_slate). A malformed event makes
+    the whole batch 422 (the error's ``loc`` names its index); a Redis failure makes it
+    503 with ``Retry-After``, and retrying the same batch is safe: events enqueued before
+    the failure come back ``duplicate``, never twice."""
+    items = validate_batch(body.events, svc)
+    results = await ingest_batch(body.events, items, svc)
+    # Built here rather than validated against FeedbackBatchResponse again: every field
+    # has its declared type by construction (tests check the schema), and a batch has
+    # up to a thousand results.
+    return Response(orjson.dumps({"counts": counts(results), "results": results}),
+                    media_type="application/json")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,7 @@ class TrainerService:
         self._unpublished_ids: list[str] = []  # learned since the last publication
         self._unpublished_updates = 0
         self._last_new = time.monotonic()
+        self._last_publish = -math.inf  # monotonic time of the last publication
         self._stop = asyncio.Event()
         self._needs_resync = False
         self.audit = LearnAudit(settings.audit_log) if settings.audit_log else None
@@ -366,8 +368,23 @@ class TrainerService:
         if hasattr(self.learner, "alpha_step"):
             self.learner.alpha_step = self.state.anneal_step
 
-    async def flush(self) -> None:
-        """Publish the learned state and trim the durable buffer, if still due."""
+    def publish_wait(self) -> float:
+        """Seconds until a due publication may go out (``publish_interval_s`` after the
+        last one); 0 when it may go now or none is due."""
+        if not self._publication_due:
+            return 0.0
+        since = time.monotonic() - self._last_publish
+        return max(0.0, self.settings.publish_interval_s - since)
+
+    async def flush(self, *, force: bool = False) -> None:
+        """Publish the learned state and trim the durable buffer, if still due.
+
+        Within ``publish_interval_s`` of the last publication nothing happens unless
+        ``force``: the next step publishes, with the updates made meanwhile. The trim
+        waits with it: an event leaves the durable buffer only once a saved state names
+        it, so a crash in between re-learns it from the buffer, never loses it."""
+        if self._publication_due and not force and self.publish_wait() > 0:
+            return
         if self._publication_due:
             await self._publish(parent=self.state.version)
             self._publication_due = False
@@ -409,6 +426,7 @@ class TrainerService:
         await asyncio.to_thread(save_checkpoint, policy, self.settings.state_dir / POLICY_DIR)
         await asyncio.to_thread(on_disk.save, self.settings.state_dir)
         await self.policies.publish(policy, blob, promote=promote)
+        self._last_publish = time.monotonic()
         if promote:
             self._seen_current = version
         self.state.version = version
@@ -434,7 +452,11 @@ class TrainerService:
         s = self.settings
         while not self._stop.is_set():
             try:
-                deliveries = await self.bus.read(s.read_count, s.block_ms)
+                # A held-back publication must not wait for a full blocking read.
+                wait = self.publish_wait()
+                block = s.block_ms if wait <= 0 else max(1, min(s.block_ms,
+                                                                math.ceil(wait * 1000)))
+                deliveries = await self.bus.read(s.read_count, block)
                 await self.step(deliveries)
             except asyncio.CancelledError:
                 raise
@@ -448,3 +470,9 @@ class TrainerService:
                 self._needs_resync = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
+        if self._publication_due and not self._needs_resync:
+            from redis.exceptions import RedisError
+
+            # A clean stop publishes what the interval held back (a crash re-learns it).
+            with contextlib.suppress(RedisError, OSError):
+                await self.flush(force=True)

@@ -42,6 +42,12 @@ class TrainerSettings(DeploymentSettings):
     replay_capacity: int = Field(default=20_000, ge=1,
                                  description="Rehearsal memory size (transitions).")
     replay_batch: int = Field(default=64, ge=1, description="Rehearsal minibatch size.")
+    publish_interval_s: float = Field(
+        default=0.0, ge=0.0, description="Shortest time between two publications: the "
+        "updates made in between are published together as one version (0: a version "
+        "after every update). Every version costs each API replica a load and a trace "
+        "(~0.1 s of CPU), so at hundreds of events/s or more set about 1 s; feedback is "
+        "then served within about this interval plus one update.")
     flush_idle_s: float = Field(
         default=5.0, ge=0.0, description="Update with fewer transitions after this long "
         "without new ones (0: never), so quiet periods still get learned.")

@@ -73,6 +73,12 @@ class FeedbackBus(Protocol):
         """Enqueue ``event`` once per event id: its entry id, or ``None`` for a duplicate."""
         ...
 
+    async def publish_many(self, events: Sequence[Transition]) -> list[str | None]:
+        """:meth:`publish` for a batch, in order (a repeated event id within the batch is
+        a duplicate too). All or nothing per shard: an error means the caller retries
+        the whole batch, which the de-duplication markers make safe."""
+        ...
+
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         """Up to ``count`` deliveries, waiting at most ``block_ms`` when there are none
         (0: return at once)."""
@@ -133,6 +139,25 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
 end
 return false
 """
+
+_PUBLISH_MANY = """
+-- KEYS: stream, enqueued counter, awaiting set, then the dedup marker of each event
+-- ARGV: dedup ttl, then payload and event id of each event
+local out = {}
+local added = 0
+for i = 1, #KEYS - 3 do
+  if redis.call('SET', KEYS[3 + i], '1', 'NX', 'EX', ARGV[1]) then
+    out[i] = redis.call('XADD', KEYS[1], '*', 't', ARGV[2 * i])
+    redis.call('ZREM', KEYS[3], ARGV[2 * i + 1])
+    added = added + 1
+  else
+    out[i] = ''
+  end
+end
+if added > 0 then redis.call('INCRBY', KEYS[2], added) end
+return out
+"""
+""":data:`_PUBLISH_ONCE` for a batch of one stream, in one step ('' marks a duplicate)."""
 
 _COMMIT = """
 local new = 0
@@ -201,6 +226,7 @@ class RedisStreamBus:
         self.claim_every_s = float(claim_every_s)
         self.max_deliveries = int(max_deliveries)
         self._publish = client.register_script(_PUBLISH_ONCE)
+        self._publish_many = client.register_script(_PUBLISH_MANY)
         self._commit = client.register_script(_COMMIT)
         self._consume = client.register_script(_CONSUME)
         self._group_ready = False
@@ -218,6 +244,21 @@ class RedisStreamBus:
             args=[self.dedup_ttl_s, transition_to_json(event), event.event_id],
         )
         return None if res is None else _s(res)
+
+    async def publish_many(self, events: Sequence[Transition]) -> list[str | None]:
+        """Enqueue a batch once per event id with one Lua call (atomic on the server:
+        either every new event is appended with its marker, or the call failed)."""
+        if not events:
+            return []
+        k = self.keys
+        args: list[Any] = [self.dedup_ttl_s]
+        for e in events:
+            args += [transition_to_json(e), e.event_id]
+        res = await self._publish_many(
+            keys=[k.stream, k.enqueued_total, k.awaiting_feedback,
+                  *[k.feedback_seen(e.event_id) for e in events]],
+            args=args)
+        return [_s(r) or None for r in res]
 
     # consumer side -------------------------------------------------------------------
     async def ensure_group(self) -> None:

@@ -44,6 +44,10 @@ class InMemoryBus:
             self._cond.notify_all()
         return entry_id
 
+    async def publish_many(self, events: Sequence[Transition]) -> list[str | None]:
+        """:meth:`publish` for each event, in order."""
+        return [await self.publish(e) for e in events]
+
     async def redeliver_pending(self) -> None:
         """Put unacknowledged entries back in front (what a restart + claim does)."""
         async with self._cond:

@@ -113,6 +113,23 @@ class ShardedStreamBus:
         """Enqueue once per event id on the event's shard: its entry id, or ``None``."""
         return await self.buses[self.shards.of_event(event.event_id)].publish(event)
 
+    async def publish_many(self, events: Sequence[Transition]) -> list[str | None]:
+        """Enqueue a batch, one Lua call per shard it touches (concurrently); answers in
+        the batch's order (entry ids of their shard's stream, as :meth:`publish`). When
+        one shard fails the error is raised after the others finished: their events are
+        enqueued, and a retry of the batch finds them duplicates."""
+        groups: dict[int, list[int]] = {}
+        for i, e in enumerate(events):
+            groups.setdefault(self.shards.of_event(e.event_id), []).append(i)
+        shards = list(groups)
+        parts = await _all([self.buses[s].publish_many([events[i] for i in groups[s]])
+                            for s in shards])
+        out: list[str | None] = [None] * len(events)
+        for s, ids in zip(shards, parts, strict=True):
+            for i, entry in zip(groups[s], ids, strict=True):
+                out[i] = entry
+        return out
+
     # consumer side -------------------------------------------------------------------
     async def ensure_group(self) -> None:
         """Create the consumer group on every shard stream."""
