@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import cast
 
 from policy.catalogue import Catalogue
 
@@ -65,6 +66,10 @@ class ItemIds:
         self, values: Sequence[int | str]
     ) -> tuple[list[int], list[tuple[int, int | str, str]]]:
         """``(indices of the valid ids, [(position, id, why)] of the others)``."""
+        if self.catalogue is None and values and all(type(v) is int for v in values):
+            ints = cast(list[int], list(values))
+            if min(ints) >= 0 and max(ints) < self.num_items:
+                return ints, []  # the common case, without a call per item
         out: list[int] = []
         bad: list[tuple[int, int | str, str]] = []
         for pos, value in enumerate(values):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 
-from app.deps import ServiceDep
 from app.item_ids import user_index
 from app.recommender import OverloadedError, RecommendCall
 from app.schemas import RecommendRequest, RecommendResponse
+from app.state import ServiceState
 from app.validation import validate_recommend
 
 router = APIRouter(tags=["serving"])
@@ -16,8 +16,11 @@ router = APIRouter(tags=["serving"])
 
 @router.post("/v1/recommend", response_model=RecommendResponse,
              summary="Recommend k items for a user")
-async def recommend(req: RecommendRequest, svc: ServiceDep) -> Response:
+async def recommend(req: RecommendRequest, request: Request) -> Response:
     """Serve a slate from the current policy and record the decision for feedback."""
+    # The service state straight from the application (what ServiceDep resolves):
+    # dependency resolution costs more than anything else this route adds per request.
+    svc: ServiceState = request.app.state.svc
     history, exclude = validate_recommend(req, svc.item_ids, svc.settings)
     user = user_index(req.user_id)
     # 128 random bits; with sharded streams, an id in the user's shard.
