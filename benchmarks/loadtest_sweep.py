@@ -22,7 +22,7 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,17 +59,18 @@ def _histories(name: str, n_items: int, seed: int) -> list[list[int]]:
 
 @contextmanager
 def serving(tag: str, n_items: int, tmp: Path, *, with_trainer: bool = False,
-            api_key: str = BENCH_KEY) -> Iterator[str]:
+            api_key: str = BENCH_KEY, serve_args: Sequence[str] = ()) -> Iterator[str]:
     """An embedded redis-server and ``ialp serve --enable-noop`` (no rate limit, key
-    ``api_key``) for ``n_items`` items, plus ``ialp trainer`` with ``with_trainer``;
-    yields the API's URL once ready and stops everything on exit."""
+    ``api_key``, plus ``serve_args``) for ``n_items`` items, plus ``ialp trainer`` with
+    ``with_trainer``; yields the API's URL once ready and stops everything on exit."""
     redis = EmbeddedRedis(tmp / f"redis-{tag}", port=free_port(), persistence=True).start()
     port = free_port()
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     common = ["--redis-url", redis.url, "--namespace", ns, "--num-items", str(n_items)]
     # Benchmarks measure the service's capacity: no rate limit in the way.
     procs = [spawn_ialp(["serve", *common, "--port", str(port), "--enable-noop",
-                         "--rate-limit-per-s", "0", "--rate-limit-key-per-s", "0"],
+                         "--rate-limit-per-s", "0", "--rate-limit-key-per-s", "0",
+                         *serve_args],
                         tmp / f"{tag}-api.log", cwd=ROOT, env={"IALP_API_KEY": api_key})]
     if with_trainer:
         procs.append(spawn_ialp(["trainer", *common, "--state-dir", str(tmp / f"state-{ns}")],

@@ -1,11 +1,11 @@
 """Serving speed against the framework: ``/v1/recommend`` as a ratio of ``/v1/noop``.
 
 For each catalogue size the script starts a private ``redis-server`` (append-only
-persistence, as deployed) and one ``ialp serve --enable-noop`` process (untrained policy
-of that size, default network), then drives both endpoints of *the same process* with
-``wrk`` (closed loop, ``-t1 -c16``, a 20-item history, k = 1), alternating no-op and
-recommend for a few rounds so that drift of the machine hits both alike. The ratio is
-the median recommend throughput over the median no-op throughput.
+persistence, as deployed) and one ``ialp serve --enable-noop`` (untrained policy of that
+size, default network; ``--workers N`` optional), then drives both endpoints of *the same
+server* with ``wrk`` (closed loop, ``-t1 -c16``, 20-item histories, k = 1), alternating
+no-op and recommend for a few rounds so that drift of the machine hits both alike. The
+ratio is the median recommend throughput over the median no-op throughput.
 
     .venv/bin/python benchmarks/serving_ratio.py --out benchmarks/results/serving_ratio.json
 
@@ -20,146 +20,50 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from statistics import median
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.transport.redis_server import EmbeddedRedis, free_port, ping  # noqa: E402
-
-_LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local bodies = {%(bodies)s}
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format(nil, nil, nil, bodies[(n %% #bodies) + 1])
-end
-done = function(summary, latency, requests)
-  io.write(string.format(
-    'WRKJSON {"requests": %%d, "seconds": %%.6f, "non2xx": %%d, "socket_errors": %%d, '
-    .. '"p50_ms": %%.3f, "p90_ms": %%.3f, "p99_ms": %%.3f, "p999_ms": %%.3f, '
-    .. '"max_ms": %%.3f}\\n',
-    summary.requests, summary.duration / 1e6, summary.errors.status,
-    summary.errors.connect + summary.errors.read + summary.errors.write
-      + summary.errors.timeout,
-    latency:percentile(50) / 1000, latency:percentile(90) / 1000,
-    latency:percentile(99) / 1000, latency:percentile(99.9) / 1000,
-    latency.max / 1000))
-end
-"""
+from benchmarks.harness_ceiling import ensure_wrk  # noqa: E402
+from benchmarks.loadtest_sweep import serving  # noqa: E402
+from simulator_client.loadgen.wire import json_body  # noqa: E402
+from simulator_client.loadgen.wrk import run_wrk  # noqa: E402
 
 
-def ensure_wrk() -> str | None:
-    """Path of ``wrk``, installing the Debian package when running as root; ``None``
-    (with the reason printed) when it cannot be had."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print("wrk is not installed and cannot be installed here (needs root and apt-get): "
-              "install the Debian/Ubuntu package 'wrk' and run again", file=sys.stderr)
-        return None
-    print("installing wrk (apt-get install -y wrk) ...", file=sys.stderr)
-    proc = subprocess.run(["apt-get", "install", "-y", "wrk"], capture_output=True,
-                          text=True, check=False)
-    if proc.returncode != 0:
-        print(f"apt-get install wrk failed: {proc.stderr.strip()[-400:]}", file=sys.stderr)
-        return None
-    return shutil.which("wrk")
-
-
-def lua_script(num_items: int, history_len: int, folder: Path, seed: int = 0) -> Path:
-    """A wrk script cycling through 64 request bodies (random histories)."""
-    import numpy as np
-
+def bodies(num_items: int, history: int, seed: int = 0) -> list[bytes]:
+    """64 request bodies with random histories (wrk rotates through them)."""
     rng = np.random.default_rng(seed)
-    bodies = []
-    for u in range(64):
-        hist = rng.choice(num_items, size=min(history_len, num_items), replace=False)
-        bodies.append(json.dumps({"user_id": u, "history": [int(x) for x in hist], "k": 1}))
-    text = _LUA % {"bodies": ", ".join("'" + b + "'" for b in bodies)}
-    path = folder / f"bodies-{num_items}.lua"
-    path.write_text(text)
-    return path
+    return [json_body({"user_id": u, "history": [int(x) for x in rng.choice(
+        num_items, size=min(history, num_items), replace=False)], "k": 1})
+            for u in range(64)]
 
 
-def run_wrk(wrk: str, script: Path, url: str, *, connections: int, duration: float,
-            threads: int = 1) -> dict[str, Any]:
-    """One wrk run; its summary as a dict."""
-    out = subprocess.run(
-        [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "-s", str(script),
-         url], capture_output=True, text=True, check=True, timeout=duration + 60)
-    for line in out.stdout.splitlines():
-        if line.startswith("WRKJSON "):
-            res: dict[str, Any] = json.loads(line[len("WRKJSON "):])
-            res["rps"] = res["requests"] / res["seconds"]
-            return res
-    raise RuntimeError(f"no summary in wrk's output:\n{out.stdout}\n{out.stderr}")
-
-
-def start_service(port: int, redis_url: str, num_items: int, workers: int,
-                  log: Path) -> subprocess.Popen[bytes]:
-    """``ialp serve`` on ``port`` with the no-op endpoint, waiting until it answers."""
-    import httpx
-
-    cmd = [sys.executable, "-m", "ialp", "serve", "--port", str(port), "--redis-url",
-           redis_url, "--num-items", str(num_items), "--enable-noop", "--insecure",
-           "--rate-limit-per-s", "0", "--log-level", "warning"]
-    if workers > 1:
-        cmd += ["--workers", str(workers)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ialp serve exited ({proc.returncode}); see {log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"ialp serve did not answer within 180 s; see {log}")
-
-
-def measure(wrk: str, num_items: int, args: argparse.Namespace, folder: Path,
-            redis_url: str) -> dict[str, Any]:
-    """Alternating no-op / recommend rounds against one service process."""
-    port = free_port()
-    proc = start_service(port, redis_url, num_items, args.workers,
-                         folder / f"serve-{num_items}.log")
-    try:
-        script = lua_script(num_items, args.history, folder)
-        base = f"http://127.0.0.1:{port}"
-        for ep in ("noop", "recommend"):  # warm-up: JIT-free, but caches and allocators
-            run_wrk(wrk, script, f"{base}/v1/{ep}", connections=args.concurrency,
-                    duration=args.warmup)
-        rounds: dict[str, list[dict[str, Any]]] = {"noop": [], "recommend": []}
+def measure(num_items: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Alternating no-op / recommend rounds against one server."""
+    serve_args = ["--workers", str(args.workers)] if args.workers > 1 else []
+    body = bodies(num_items, args.history)
+    rounds: dict[str, list[dict[str, Any]]] = {"noop": [], "recommend": []}
+    with serving(f"ratio-{num_items}", num_items, tmp, serve_args=serve_args) as url:
+        for ep in ("noop", "recommend"):  # warm-up: caches, allocators, first batches
+            run_wrk(f"{url}/v1/{ep}", body, connections=args.concurrency,
+                    duration_s=args.warmup)
         for r in range(args.rounds):
             for ep in ("noop", "recommend"):
-                res = run_wrk(wrk, script, f"{base}/v1/{ep}", connections=args.concurrency,
-                              duration=args.duration)
+                res = run_wrk(f"{url}/v1/{ep}", body, connections=args.concurrency,
+                              duration_s=args.duration).summary()
                 rounds[ep].append(res)
                 print(f"  {num_items:>7} items  round {r + 1}  {ep:<9} "
-                      f"{res['rps']:8.0f} req/s  p50 {res['p50_ms']:6.2f}  "
-                      f"p99 {res['p99_ms']:7.2f} ms  non-2xx {res['non2xx']}", flush=True)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    noop = median(r["rps"] for r in rounds["noop"])
-    rec = median(r["rps"] for r in rounds["recommend"])
+                      f"{res['throughput_rps']:8.0f} req/s  p50 {res['p50_ms']:6.2f}  "
+                      f"p99 {res['p99_ms']:7.2f} ms  non-2xx {res['non_2xx']}", flush=True)
+    noop = median(r["throughput_rps"] for r in rounds["noop"])
+    rec = median(r["throughput_rps"] for r in rounds["recommend"])
     return {
         "num_items": num_items, "noop_rps": noop, "recommend_rps": rec,
         "ratio": rec / noop,
@@ -167,7 +71,7 @@ def measure(wrk: str, num_items: int, args: argparse.Namespace, folder: Path,
         "recommend_p99_ms": median(r["p99_ms"] for r in rounds["recommend"]),
         "recommend_p99_max_ms": max(r["p99_ms"] for r in rounds["recommend"]),
         "noop_p99_ms": median(r["p99_ms"] for r in rounds["noop"]),
-        "non2xx": sum(r["non2xx"] for rs in rounds.values() for r in rs),
+        "non_2xx": sum(r["non_2xx"] for rs in rounds.values() for r in rs),
         "rounds": rounds,
     }
 
@@ -185,27 +89,18 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1, help="ialp serve --workers")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/serving_ratio.json")
     args = p.parse_args()
-    wrk = ensure_wrk()
-    if wrk is None:
-        print("skipped: no wrk")
+    why = ensure_wrk()
+    if why is not None:
+        print(f"skipped: {why}")
         return 0
-    results = []
+    loadavg = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ialp-serving-ratio-") as tmp:
-        folder = Path(tmp)
-        redis = EmbeddedRedis(folder / "redis", port=free_port())
-        redis.start()
-        try:
-            assert ping("127.0.0.1", redis.port)
-            for n in (int(x) for x in args.items.split(",")):
-                results.append(measure(wrk, n, args, folder, redis.url))
-        finally:
-            redis.stop()
+        results = [measure(int(n), args, Path(tmp)) for n in args.items.split(",")]
     report = {
-        "benchmark": "serving_ratio", "command": " ".join([Path(sys.argv[0]).name,
-                                                           *sys.argv[1:]]),
+        "benchmark": "serving_ratio",
+        "command": " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "loadavg_before": os.getloadavg()},
+                    "python": platform.python_version(), "loadavg_before": loadavg},
         "wrk": {"threads": 1, "connections": args.concurrency, "duration_s": args.duration},
         "workers": args.workers, "results": results,
     }
