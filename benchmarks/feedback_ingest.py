@@ -2,16 +2,18 @@
 delay from feedback to a new version served by every replica.
 
 Part ``ingest``: an embedded redis-server (append-only persistence), one ``ialp serve`` and
-one ``ialp trainer``. ``--events`` decisions are recorded first, written with the service's
-own decision store (``app.decisions.DecisionStore.save_many``, the Lua call
-``/v1/recommend`` makes; recording 60,000 through ``/v1/recommend`` would take minutes on
-this machine). Their feedback is then sent through ``POST /v1/feedback/batch`` in batches
-of ``--batch`` events over ``--connections`` keep-alive connections (closed loop; a lean
-raw-HTTP client, so the generator leaves the cores to the service). Reported: events/s
-ingested (overall and per second), batch latency, the trainer's lag while it runs; then,
-once the trainer is done, the exactly-once counts (answers, enqueued counter, stream
-length, learned counter and markers, trainer duplicates) and a second pass that re-sends
-every batch (all must come back ``duplicate`` and nothing be learned twice).
+one ``ialp trainer``. The decisions are recorded first, written with the service's own
+decision store (``app.decisions.DecisionStore.save_many``, the Lua call ``/v1/recommend``
+makes; recording ~90,000 through ``/v1/recommend`` would take minutes on this machine).
+Their feedback is then sent through ``POST /v1/feedback/batch`` in batches of ``--batch``
+events with a lean raw-HTTP client (the generator shares the cores): first *sustained*,
+open loop at ``--ingest-rate`` events/s for ``--ingest-seconds`` (latency from each
+batch's scheduled start), then a closed-loop *burst* of ``--burst-events`` over
+``--connections`` connections (what one process answers at most). Reported: events/s
+(overall and per second), batch latency, the trainer's lag (``GET /v1/policy``) while it
+runs; then, once the trainer is done, the exactly-once counts (answers, enqueued counter,
+stream length, learned counter and markers, trainer duplicates) and a second pass that
+re-sends every batch (all must come back ``duplicate`` and nothing be learned twice).
 
 Part ``delay``: the same Redis layout with two ``ialp serve`` replicas and one trainer;
 feedback arrives open loop at ``--rate`` events/s (batches of ``--rate-batch`` every
@@ -20,7 +22,7 @@ Every replica's ``GET /v1/policy`` is polled; the delay of a batch is the time f
 accepted answer until every replica serves a version whose ``events_learned`` covers it
 (the trainer learns the stream in order). Reported: p50 / p95 / max of that delay.
 
-    .venv/bin/python benchmarks/feedback_ingest.py [--part both] [--events 60000]
+    .venv/bin/python benchmarks/feedback_ingest.py [--part both|ingest|delay]
 """
 
 from __future__ import annotations
@@ -135,9 +137,13 @@ class Conn:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.last_used = 0.0
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
         """Send one request, return (status, body)."""
+        if self.writer is not None and time.monotonic() - self.last_used > 2.0:
+            self.close()  # the server closes keep-alive connections idle for 5 s
+            self.writer = None
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -148,7 +154,9 @@ class Conn:
         for line in head.split(b"\r\n"):
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
-        return status, await self.reader.readexactly(length)
+        body = await self.reader.readexactly(length)
+        self.last_used = time.monotonic()
+        return status, body
 
     def close(self) -> None:
         """Close the socket."""
@@ -192,6 +200,41 @@ async def send_all(url: str, requests: Sequence[bytes], connections: int
             conn.close()
 
     await asyncio.gather(*[worker() for _ in range(connections)])
+    return done, statuses
+
+
+async def send_open_loop(url: str, requests: Sequence[bytes], period_s: float,
+                         max_connections: int
+                         ) -> tuple[list[tuple[float, float, dict[str, int]]], dict[int, int]]:
+    """Open loop: request i starts at ``i × period_s`` on an idle connection (a new one
+    when all are busy, up to ``max_connections``; beyond, it waits, and the wait counts:
+    each result's start is its scheduled time). Returns what :func:`send_all` returns."""
+    host = url.removeprefix("http://")
+    idle: list[Conn] = []
+    slots = asyncio.Semaphore(max_connections)
+    done: list[tuple[float, float, dict[str, int]]] = []
+    statuses: dict[int, int] = {}
+
+    async def one(raw: bytes, at: float) -> None:
+        async with slots:
+            conn = idle.pop() if idle else _conn(host)
+            status, body = await conn.request(raw)
+            idle.append(conn)
+        statuses[status] = statuses.get(status, 0) + 1
+        counts = orjson.loads(body)["counts"] if status == 200 else {}
+        done.append((at, time.perf_counter(), counts))
+
+    t0 = time.perf_counter()
+    tasks = []
+    for i, raw in enumerate(requests):
+        at = t0 + i * period_s
+        wait = at - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(one(raw, at)))
+    await asyncio.gather(*tasks)
+    for conn in idle:
+        conn.close()
     return done, statuses
 
 
@@ -274,15 +317,34 @@ def _per_second(done: Sequence[tuple[float, float, dict[str, int]]], t0: float
     return [secs.get(s, 0) for s in range(max(secs) + 1)] if secs else []
 
 
+def _phase(done: Sequence[tuple[float, float, dict[str, int]]],
+           statuses: dict[int, int], t0: float, wall: float) -> dict[str, Any]:
+    counts = _sum_counts(done)
+    per_s = _per_second(done, t0)
+    lat = [(e - s) * 1000 for s, e, _ in done]
+    return {"requests": len(done), "statuses": statuses, "counts": counts, "wall_s": wall,
+            "events_per_s": counts.get("accepted", 0) / wall,
+            "answered_events_per_s": sum(counts.values()) / wall,
+            "events_by_second": per_s,
+            # The last second is cut short by the end of the phase.
+            "min_full_second_events": min(per_s[:-1]) if len(per_s) > 1 else None,
+            "batch_latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99),
+                                 "max": max(lat) if lat else None}}
+
+
 async def ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Part 1 (see the module's docstring)."""
     with stack(tmp, replicas=1, shards=args.shards, trainer_env=_trainer_env(args),
                serve_env={"IALP_MAX_IN_FLIGHT": "64"}) as (urls, redis_url, ns):
         url = urls[0]
-        events = await record_decisions(redis_url, ns, args.shards, args.events)
         host = url.removeprefix("http://")
+        n_sustained = int(args.ingest_rate * args.ingest_seconds)
+        events = await record_decisions(redis_url, ns, args.shards,
+                                        n_sustained + args.burst_events)
+        n = len(events)
         requests = [encode_batch(host, events[i:i + args.batch])
-                    for i in range(0, len(events), args.batch)]
+                    for i in range(0, n, args.batch)]
+        split = n_sustained // args.batch
         # Warm-up: a few events of their own (decisions recorded apart), not counted.
         warm = await record_decisions(redis_url, ns, args.shards, 200, seed=99)
         await send_all(url, [encode_batch(host, warm[i:i + 50]) for i in range(0, 200, 50)],
@@ -291,51 +353,58 @@ async def ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         stop = asyncio.Event()
         t0 = time.perf_counter()
         poller = asyncio.create_task(_poll_lag(url, stop, lag, t0))
+        # Sustained: open loop at the target rate (latency from each scheduled start).
+        done, statuses = await send_open_loop(url, requests[:split],
+                                              args.batch / args.ingest_rate, 16)
+        sustained = _phase(done, statuses, t0, time.perf_counter() - t0)
+        print(f"sustained: {sustained['counts']} in {sustained['wall_s']:.1f} s, "
+              f"{sustained['events_per_s']:,.0f} events/s, by second "
+              f"{sustained['events_by_second']}", flush=True)
+        # Burst: closed loop, as fast as the service answers.
+        t1 = time.perf_counter()
         cpu0 = os.times()
-        done, statuses = await send_all(url, requests, args.connections)
-        wall = time.perf_counter() - t0
+        done_b, statuses_b = await send_all(url, requests[split:], args.connections)
         cpu1 = os.times()
-        first = _sum_counts(done)
-        print(f"ingested {first} in {wall:.1f} s: {first.get('accepted', 0) / wall:,.0f} "
-              "events/s", flush=True)
-        learned_after, counts = await _wait_learned(redis_url, ns, args.shards,
-                                                    args.events + 200, args.learn_wait_s)
+        burst = _phase(done_b, statuses_b, t1, time.perf_counter() - t1)
+        burst["generator_cpu_s"] = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        print(f"burst: {burst['counts']} in {burst['wall_s']:.1f} s, "
+              f"{burst['events_per_s']:,.0f} events/s", flush=True)
+        first = _sum_counts([*done, *done_b])
+        sent_s = time.perf_counter() - t0
+        learned_after, counts = await _wait_learned(redis_url, ns, args.shards, n + 200,
+                                                    args.learn_wait_s)
         stop.set()
         await poller
-        print(f"learned after {learned_after} s: {counts}", flush=True)
+        print(f"learned {learned_after} s after the last answer: {counts}", flush=True)
         # Second pass: every batch again (a client that retries everything).
-        t1 = time.perf_counter()
+        t2 = time.perf_counter()
         done2, statuses2 = await send_all(url, requests, args.connections)
-        wall2 = time.perf_counter() - t1
-        second = _sum_counts(done2)
+        again = _phase(done2, statuses2, t2, time.perf_counter() - t2)
+        second = again["counts"]
         await asyncio.sleep(args.idle_check_s)  # longer than the trainer's idle flush
         counts2 = await _redis_counts(redis_url, ns, args.shards)
-        print(f"second pass {second} in {wall2:.1f} s; after: {counts2}", flush=True)
-        per_s = _per_second(done, t0)
-        lat = [(e - s) * 1000 for s, e, _ in done]
-        total = args.events + 200  # + warm-up
+        print(f"second pass {second}; after: {counts2}", flush=True)
+        total = n + 200  # + warm-up
         return {
-            "events": args.events, "batch": args.batch, "connections": args.connections,
-            "shards": args.shards, "requests": len(requests), "statuses": statuses,
-            "wall_s": wall, "events_per_s": first.get("accepted", 0) / wall,
-            "events_per_s_by_second": per_s,
-            "min_full_second_events": min(per_s[:-1]) if len(per_s) > 1 else None,
-            "batch_latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99),
-                                 "max": max(lat)},
-            "generator_cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
-            "first_pass_counts": first,
+            "events": n, "batch": args.batch, "shards": args.shards,
+            "trainer": {"publish_interval_s": args.publish_interval_s,
+                        "update_every": args.update_every,
+                        "flush_idle_s": args.flush_idle_s},
+            "sustained": {"rate": args.ingest_rate, "seconds": args.ingest_seconds,
+                          "events": n_sustained, **sustained},
+            "burst": {"events": args.burst_events, "connections": args.connections,
+                      **burst},
             "trainer_lag_samples": lag,
-            "seconds_until_all_learned_after_ingest": learned_after,
+            "seconds_until_all_learned_after_sending": learned_after,
             "learn_rate_events_per_s": None if learned_after is None
-            else args.events / (wall + learned_after),
+            else total / (sent_s + learned_after),
             "after_learning": counts,
-            "second_pass": {"statuses": statuses2, "counts": second, "wall_s": wall2,
-                            "events_per_s": args.events / wall2},
+            "second_pass": again,
             "after_second_pass": counts2,
             "exactly_once": {
-                "all_accepted_once": first.get("accepted") == args.events
+                "all_accepted_once": first.get("accepted") == n
                 and first.get("duplicate", 0) == 0,
-                "second_pass_all_duplicate": second.get("duplicate") == args.events,
+                "second_pass_all_duplicate": second.get("duplicate") == n,
                 "enqueued == accepted": counts2["enqueued_counter"] == total
                 and counts2["stream_length"] == total,
                 "learned == accepted": counts2["events_learned"] == total
@@ -465,7 +534,11 @@ async def _policy(url: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["ingest", "delay", "both"], default="both")
-    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--ingest-rate", type=float, default=6000.0,
+                        help="sustained phase: events/s, open loop")
+    parser.add_argument("--ingest-seconds", type=float, default=11.0)
+    parser.add_argument("--burst-events", type=int, default=20_000,
+                        help="burst phase: events sent closed loop after the sustained one")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--shards", type=int, default=1)
@@ -482,6 +555,8 @@ def main() -> None:
                         help="the trainer's IALP_UPDATE_EVERY")
     parser.add_argument("--flush-idle-s", type=float, default=5.0,
                         help="the trainer's IALP_FLUSH_IDLE_S")
+    parser.add_argument("--tag", default="", help="suffix of the result's key in the JSON "
+                        "(e.g. _defaults), so runs with other settings sit beside it")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks/results/feedback_ingest.json")
     args = parser.parse_args()
@@ -494,15 +569,15 @@ def main() -> None:
     })
     load = os.getloadavg()
     if args.part in ("ingest", "both"):
-        payload["ingest"] = {"command": "python benchmarks/feedback_ingest.py "
+        payload["ingest" + args.tag] = {"command": "python benchmarks/feedback_ingest.py "
                              + " ".join(sys.argv[1:]), "load_average_before": load,
                              **asyncio.run(ingest(args, tmp))}
-        print(json.dumps(payload["ingest"]["exactly_once"]), flush=True)
+        print(json.dumps(payload["ingest" + args.tag]["exactly_once"]), flush=True)
     if args.part in ("delay", "both"):
-        payload["delay"] = {"command": "python benchmarks/feedback_ingest.py "
+        payload["delay" + args.tag] = {"command": "python benchmarks/feedback_ingest.py "
                             + " ".join(sys.argv[1:]), "load_average_before": os.getloadavg(),
                             **asyncio.run(delay(args, tmp))}
-        print(json.dumps(payload["delay"]["delay_s"]), flush=True)
+        print(json.dumps(payload["delay" + args.tag]["delay_s"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2))
 
