@@ -143,12 +143,19 @@ class ABArms:
 async def record_feedback(client: Any, stats_key: str, popularity_key: str, arm: str,
                           item: int, reward: float) -> None:
     """Count one accepted feedback for its arm (and the item's popularity)."""
+    await record_feedback_many(client, stats_key, popularity_key, [(arm, item, reward)])
+
+
+async def record_feedback_many(client: Any, stats_key: str, popularity_key: str,
+                               accepted: Sequence[tuple[str, int, float]]) -> None:
+    """:func:`record_feedback` for many ``(arm, item, reward)`` in one round trip."""
     async with client.pipeline(transaction=False) as pipe:
-        pipe.hincrbyfloat(stats_key, f"{arm}:n", 1.0)
-        pipe.hincrbyfloat(stats_key, f"{arm}:sum", reward)
-        pipe.hincrbyfloat(stats_key, f"{arm}:sumsq", reward * reward)
-        if reward > 0:
-            pipe.hincrby(popularity_key, str(item), 1)
+        for arm, item, reward in accepted:
+            pipe.hincrbyfloat(stats_key, f"{arm}:n", 1.0)
+            pipe.hincrbyfloat(stats_key, f"{arm}:sum", reward)
+            pipe.hincrbyfloat(stats_key, f"{arm}:sumsq", reward * reward)
+            if reward > 0:
+                pipe.hincrby(popularity_key, str(item), 1)
         await pipe.execute()
 
 

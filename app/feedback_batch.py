@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 
-from app.ab import record_feedback
+from app.ab import record_feedback_many
 from app.schemas import FeedbackRequest
 from app.state import ServiceState, redis_errors, unavailable
 from app.validation import field_error
@@ -127,16 +127,16 @@ def _refused(event_id: str, status: str, detail: str) -> dict[str, Any]:
 
 
 async def _record_ab(svc: ServiceState, accepted: Sequence[tuple[str, int, float]]) -> None:
-    """Per-arm counters of the accepted events (as /v1/feedback counts them)."""
-    for arm, item, reward in accepted:
+    """Per-arm counters of the accepted events (as /v1/feedback counts them), in one
+    round trip."""
+    for arm, _, reward in accepted:
         svc.metrics.ab_reward.labels(arm=arm).observe(reward)
-        try:
-            await record_feedback(svc.client, svc.keys.ab_stats, svc.keys.ab_popularity,
-                                  arm, item, reward)
-        except redis_errors() as exc:
-            # The events themselves are safely enqueued; only the A/B counters miss them.
-            logger.warning("A/B counters not updated for a batch: %s", exc)
-            return
+    try:
+        await record_feedback_many(svc.client, svc.keys.ab_stats, svc.keys.ab_popularity,
+                                   accepted)
+    except redis_errors() as exc:
+        # The events themselves are safely enqueued; only the A/B counters miss them.
+        logger.warning("A/B counters not updated for a batch of %d: %s", len(accepted), exc)
 
 
 def counts(results: Sequence[dict[str, Any]]) -> dict[str, int]:

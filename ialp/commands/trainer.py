@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replay-updates", type=int,
                    help="rehearsal: extra updates per update on recently learned transitions")
     p.add_argument("--flush-idle-s", type=float)
+    p.add_argument("--publish-interval-s", type=float,
+                   help="shortest time between two published versions (0: after every "
+                   "update; about 1 at hundreds of events/s)")
     p.add_argument("--alpha-schedule", choices=["constant", "linear", "exponential"])
     p.add_argument("--alpha-start", type=float)
     p.add_argument("--alpha-steps", type=int, help="updates until α = 1")
@@ -64,6 +67,7 @@ _FIELDS = ("redis_url", "redis_cluster", "stream_shards",
            "namespace", "checkpoint", "state_dir", "num_items", "method",
            "replay_updates",
            "scheme", "beta_init", "learner_options", "update_every", "flush_idle_s",
+           "publish_interval_s",
            "alpha_schedule", "alpha_start", "alpha_steps", "alpha_end", "keep_versions", "consumer",
            "claim_idle_ms", "max_deliveries", "metrics_port", "seed", "promotion",
            "gate_margin", "gate_min_samples", "gate_every", "rollback_min_samples",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from app.schemas import FeedbackBatchResponse
@@ -180,3 +181,20 @@ def test_sharded_streams_each_event_lands_in_its_shard(
         client.close()
     again = _batch(http, srv.url, events).json()
     assert again["counts"]["duplicate"] == 24
+
+
+def test_ab_counters_count_each_accepted_event_of_a_batch_once(
+        http: httpx.Client, serve: Serve, module_redis: str) -> None:
+    srv = serve(make_settings(module_redis, ab_arms={"mixed": 0.5, "random": 0.5}))
+    decided = _recommend(http, srv.url, 20)
+    events = _events(decided)
+    for i, e in enumerate(events):
+        e["reward"] = float(i % 3)
+    assert _batch(http, srv.url, events).json()["counts"]["accepted"] == 20
+    assert _batch(http, srv.url, events).json()["counts"]["duplicate"] == 20  # not counted
+    report = http.get(f"{srv.url}/v1/ab").json()["arms"]
+    for arm in ("mixed", "random"):
+        sent = [e["reward"] for e, d in zip(events, decided, strict=True) if d["arm"] == arm]
+        assert sent, arm  # 20 users spread over both arms
+        assert report[arm]["feedback"] == len(sent)
+        assert report[arm]["mean_reward"] == pytest.approx(sum(sent) / len(sent))
