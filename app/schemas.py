@@ -177,7 +177,8 @@ class PolicyInfo(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "version": 7, "scheme": "ap", "alpha": 0.35, "num_items": 300, "updates": 12,
-        "events_learned": 384, "trainer_lag": 5, "parent_version": 6,
+        "events_learned": 384, "trainer_lag": 5, "trainer_lag_s": 0.4,
+        "parent_version": 6,
         "created_at": "2026-03-01T12:00:00+00:00", "kept_versions": [3, 4, 5, 6, 7],
         "current_version": 7, "reward_min": -10.0, "reward_max": 10.0}]})
 
@@ -189,6 +190,10 @@ class PolicyInfo(BaseModel):
     events_learned: int = Field(description="Feedback events learned into this version.")
     trainer_lag: int | None = Field(
         description="Events enqueued but not yet learned (null when Redis is down).")
+    trainer_lag_s: float | None = Field(
+        default=None, description="Seconds the oldest feedback event the trainer has not "
+        "read yet has waited in the stream (the largest over shards; 0: it has read "
+        "everything; null when Redis is down or no trainer ever read).")
     parent_version: int | None = Field(default=None, description="Version it was trained from.")
     created_at: str | None = Field(default=None,
                                     description="Publication time (ISO 8601, UTC).")

@@ -257,12 +257,14 @@ def _trainer_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 # -- part 1: ingestion and exactly-once -------------------------------------------------
-async def _poll_lag(url: str, stop: asyncio.Event, out: list[tuple[float, int | None]],
-                    t0: float) -> None:
+async def _poll_lag(url: str, stop: asyncio.Event,
+                    out: list[tuple[float, int | None, float | None]], t0: float) -> None:
+    """Samples of (seconds, trainer_lag events, trainer_lag_s) from ``GET /v1/policy``."""
     async with httpx.AsyncClient(timeout=5) as client:
         while not stop.is_set():
             info = (await client.get(f"{url}/v1/policy")).json()
-            out.append((time.perf_counter() - t0, info.get("trainer_lag")))
+            out.append((round(time.perf_counter() - t0, 2), info.get("trainer_lag"),
+                        info.get("trainer_lag_s")))
             await asyncio.sleep(0.5)
 
 
@@ -349,7 +351,7 @@ async def ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         warm = await record_decisions(redis_url, ns, args.shards, 200, seed=99)
         await send_all(url, [encode_batch(host, warm[i:i + 50]) for i in range(0, 200, 50)],
                        2)
-        lag: list[tuple[float, int | None]] = []
+        lag: list[tuple[float, int | None, float | None]] = []
         stop = asyncio.Event()
         t0 = time.perf_counter()
         poller = asyncio.create_task(_poll_lag(url, stop, lag, t0))

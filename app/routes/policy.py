@@ -39,17 +39,20 @@ async def policy_info(svc: ServiceDep) -> PolicyInfo:
     """What this replica serves, plus trainer lag and kept versions from Redis."""
     policy = svc.holder.policy
     lag: int | None = None
+    lag_s: float | None = None
     kept: list[int] = []
     current: int | None = None
     try:
         stats = await svc.bus.stats()
         lag = max(0, stats["enqueued"] - stats.get("events_learned", 0))
+        lag_s = await svc.bus.unread_age_s()
         kept = await svc.policies.versions()
         current = await svc.policies.current_version()
     except redis_errors():
         # Redis' part is optional: the served policy is answered even when it is down.
         pass
-    return _policy_info(policy, svc.settings, trainer_lag=lag, kept_versions=kept,
+    return _policy_info(policy, svc.settings, trainer_lag=lag, trainer_lag_s=lag_s,
+                        kept_versions=kept,
                         current_version=current, candidate=await _candidate(svc))
 
 

@@ -134,6 +134,11 @@ class FeedbackBus(Protocol):
         """Counters: ``enqueued``, ``events_buffered``, ``duplicates``, ``dead_lettered``."""
         ...
 
+    async def unread_age_s(self) -> float | None:
+        """Seconds the oldest entry the consumer group has not read yet has waited (0:
+        nothing unread; ``None``: no such group yet)."""
+        ...
+
 
 _PUBLISH_ONCE = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
@@ -429,6 +434,27 @@ class RedisStreamBus:
                           {"entry_id": "", "event_id": event_id, "t": raw, "reason": reason})
                 pipe.hincrby(self.keys.trainer_stats, "dead_lettered", 1)
             await pipe.execute()
+
+    async def unread_age_s(self) -> float | None:
+        """Age of the first entry after the group's last delivered one (an entry id
+        starts with its enqueue time in ms): how far behind the reader is, read from
+        Redis alone, so it keeps growing while no trainer runs."""
+        from redis.exceptions import ResponseError
+
+        try:
+            groups = await self.client.xinfo_groups(self.keys.stream)
+        except ResponseError:  # no stream yet
+            return None
+        last = next((g["last-delivered-id"] for g in groups
+                     if _s(g["name"]) == self.group), None)
+        if last is None:
+            return None
+        nxt = await self.client.xrange(self.keys.stream, min="(" + _s(last), max="+",
+                                       count=1)
+        if not nxt:
+            return 0.0
+        enqueued_ms = int(_s(nxt[0][0]).split("-")[0])
+        return max(0.0, time.time() - enqueued_ms / 1000.0)
 
     async def stats(self) -> dict[str, int]:
         """Counters from Redis."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 
 from policy.types import Transition
@@ -19,6 +20,7 @@ class InMemoryBus:
         """``max_deliveries``: deliveries after which an unacknowledged entry is parked."""
         self.max_deliveries = max_deliveries
         self._entries: dict[str, Transition] = {}
+        self._enqueued_at: dict[str, float] = {}  # entry id -> time.time() of publish
         self._unread: list[str] = []
         self._pending: dict[str, int] = {}  # entry id -> deliveries
         self._seen: set[str] = set()
@@ -38,6 +40,7 @@ class InMemoryBus:
         self._seq += 1
         entry_id = f"{self._seq}-0"
         self._entries[entry_id] = event
+        self._enqueued_at[entry_id] = time.time()
         async with self._cond:
             self._unread.append(entry_id)
             self.counters["enqueued"] += 1
@@ -126,6 +129,12 @@ class InMemoryBus:
         for item in items:
             self.dead.append(item)
             self.counters["dead_lettered"] += 1
+
+    async def unread_age_s(self) -> float | None:
+        """Seconds the oldest unread entry has waited (0: nothing unread)."""
+        if not self._unread:
+            return 0.0
+        return max(0.0, time.time() - self._enqueued_at[self._unread[0]])
 
     async def stats(self) -> dict[str, int]:
         """Counters."""

@@ -221,6 +221,12 @@ class ShardedStreamBus:
             groups.setdefault(self.shards.of_event(item[0]), []).append(item)
         await _all([self.buses[s].quarantine(g) for s, g in groups.items()])
 
+    async def unread_age_s(self) -> float | None:
+        """The largest unread age over the shards (``None`` when no shard has a group)."""
+        ages = [a for a in await _all([b.unread_age_s() for b in self.buses])
+                if a is not None]
+        return max(ages) if ages else None
+
     async def stats(self) -> dict[str, int]:
         """Per-shard counters summed, plus the deployment-wide trainer counters."""
         parts = await _all([b.stats() for b in self.buses])
