@@ -77,6 +77,9 @@ class TrainerService:
         self._consumed_ids: list[str] = []
         self._unpublished_ids: list[str] = []  # learned since the last publication
         self._unpublished_updates = 0
+        # Transitions counted since the last publication (learned, or consumed as A/B
+        # controls): a learner rebuilt from that publication must learn them again.
+        self._held: list[Transition] = []
         self._last_new = time.monotonic()
         self._last_publish = -math.inf  # monotonic time of the last publication
         self._stop = asyncio.Event()
@@ -260,9 +263,14 @@ class TrainerService:
                        self.state.version)
         self._build_learner(policy)
         meta = policy.metadata
+        # Published events stay learned (in the version rolled away from); events held
+        # back by the publish interval were never served: they are learned again.
+        held = len(self._held)
+        if held:
+            self._requeue_held(0)
         self.state = TrainerState(version=current,
                                   updates=int(meta.get("updates", 0) or 0),
-                                  events_learned=self.state.events_learned,
+                                  events_learned=self.state.events_learned - held,
                                   alpha_step=_opt_int(meta.get("alpha_step")))
         self.policy = policy
         if self.audit is not None:
@@ -291,7 +299,7 @@ class TrainerService:
                          "rebuilding the learner from version %d", len(batch),
                          self.policy.version)
             self.metrics.rejected_updates.labels(reason="nonfinite_learner").inc()
-            self._build_learner(self.policy)
+            self._restart_learner(insert_at=len(batch))  # behind this batch
             learned, bad, stats, steps = await fit_or_isolate(self.learner, learnable,
                                                               self.max_len)
         del self.buffer[: len(batch)]
@@ -299,6 +307,7 @@ class TrainerService:
             self.metrics.events_control.inc(len(control))
             self.state.events_learned += len(control)
             self._consumed_ids.extend(t.event_id for t in control)
+            self._held.extend(control)
             self._unpublished_ids.extend(t.event_id for t in control)
             self._publication_due = True
         if bad:
@@ -323,6 +332,7 @@ class TrainerService:
             self._publication_due = True
             self._unpublished_ids.extend(ids)
             self._unpublished_updates += steps
+            self._held.extend(learned)
         await self.flush()
         self.metrics.update_seconds.observe(time.perf_counter() - start)
         return stats
@@ -356,11 +366,37 @@ class TrainerService:
         self._consumed_ids.extend(ids)
         if self.audit is not None:
             self.audit.reject(self.state.updates, ids, reason)
-        assert self.policy is not None
         # The learner's weights (and optimizer state) are poisoned: restart from the last
         # published version, as after a rollback.
-        self._build_learner(self.policy)
+        self._restart_learner(insert_at=0)
         await self.flush()
+
+    def _restart_learner(self, *, insert_at: int) -> None:
+        """Rebuild the learner from the last published version. Updates held back by
+        ``publish_interval_s`` since then are lost with the old learner: their transitions
+        go back into the buffer (at ``insert_at``) and the counters back to that
+        version's, so they are learned again — neither lost nor counted twice."""
+        assert self.policy is not None
+        self._build_learner(self.policy)
+        if not self._held:
+            return
+        meta = self.policy.metadata
+        self.state.updates = int(meta.get("updates", 0) or 0)
+        self.state.events_learned = int(meta.get("events_learned", 0) or 0)
+        self.state.alpha_step = _opt_int(meta.get("alpha_step"))
+        self._requeue_held(insert_at)
+
+    def _requeue_held(self, insert_at: int) -> None:
+        """Put the held-back transitions back into the buffer; nothing is unpublished."""
+        held = {t.event_id for t in self._held}
+        logger.warning("%d transitions learned since version %d are learned again",
+                       len(held), self.state.version)
+        self._consumed_ids = [e for e in self._consumed_ids if e not in held]
+        self._unpublished_ids = []
+        self._unpublished_updates = 0
+        self.buffer[insert_at:insert_at] = self._held
+        self._held = []
+        self._publication_due = False
 
     def _sync_alpha_step(self) -> None:
         """An ``ap`` learner anneals its own α: keep its step on the trainer's, which the
@@ -393,6 +429,7 @@ class TrainerService:
             self.metrics.updates.inc(self._unpublished_updates)
             self._unpublished_ids = []
             self._unpublished_updates = 0
+            self._held = []
         if self._consumed_ids:
             # Trim by id and count in one idempotent step; the saved state lists these
             # ids, so a crash before this line is repaired at the next start.

@@ -1,23 +1,27 @@
 """``publish_interval_s``: updates within the interval are published together as one
 version, the durable buffer is trimmed only with that publication (a crash before it
-re-learns, never loses), a held-back publication goes out once the interval is over, and
-a clean stop publishes it."""
+re-learns, never loses), a held-back publication goes out once the interval is over, a
+clean stop publishes it, and a learner rebuilt after a rejected update or a rollback
+learns the held-back events again."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import torch
 
+from policy.checkpoint import policy_to_bytes
 from policy.types import Transition
 from trainer.online import TrainerService, TrainerSettings
 from trainer.transport.bus import RedisStreamBus
 from trainer.transport.keys import RedisKeys
-from trainer.transport.publication import PublishedPolicies
+from trainer.transport.publication import PublishedPolicies, nonfinite_parameters
 
 N_ITEMS = 30
 
@@ -96,4 +100,73 @@ async def test_run_publishes_a_held_back_version_without_waiting_a_full_read(
     await asyncio.wait_for(task, 10)
     assert await reg.current_version() == 3
     assert (await reg.meta(3))["events_learned"] == 16
+    assert await trainer.bus.buffered_count() == 0
+
+
+async def test_a_rejected_update_relearns_the_updates_held_back_before_it(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    trainer = _trainer(client, tmp_path, redis_namespace, publish_interval_s=60)
+    await trainer.setup()
+    reg = trainer.policies
+    for i in range(16):
+        await trainer.bus.publish(_t(i))
+    await trainer.step(await trainer.bus.read(64, 10))
+    assert trainer.state.updates == 2 and await reg.current_version() == 1  # held back
+
+    # The next update's weights come out non-finite (the loss was finite): it is
+    # rejected and the learner rebuilt from version 1, which lacks the two held updates.
+    learner = trainer.learner
+    step = learner.optimizer.step
+
+    def poisoned_step(*args: Any, **kwargs: Any) -> Any:
+        out = step(*args, **kwargs)
+        with torch.no_grad():
+            next(learner.net.parameters()).fill_(math.inf)
+        learner.optimizer.step = step  # once
+        return out
+
+    learner.optimizer.step = poisoned_step
+    for i in range(16, 24):
+        await trainer.bus.publish(_t(i))
+    await trainer.step(await trainer.bus.read(64, 10))
+    # The 8 of the poisoned update are dropped; the 16 held back are learned again by
+    # the rebuilt learner, and counted once.
+    assert trainer.learner is not learner
+    assert trainer.state.updates == 2 and trainer.state.events_learned == 16
+    assert trainer.buffer == []
+    await trainer.flush(force=True)
+    assert await reg.current_version() == 2
+    meta = await reg.meta(2)
+    assert meta["events_learned"] == 16 and meta["updates"] == 2
+    first, second = await reg.load(1), await reg.load(2)
+    assert nonfinite_parameters(second) == []
+    # Version 2 holds what the rebuilt learner learned: β moved away from version 1.
+    assert any(not torch.equal(a, b) for a, b in
+               zip(first.beta.parameters(), second.beta.parameters(), strict=True))
+    assert await trainer.bus.buffered_count() == 0  # the dropped 8 are consumed too
+
+
+async def test_a_rollback_relearns_the_updates_held_back_before_it(
+        client: aioredis.Redis, tmp_path: Path, redis_namespace: str) -> None:
+    trainer = _trainer(client, tmp_path, redis_namespace, publish_interval_s=60)
+    await trainer.setup()
+    reg = trainer.policies
+    for i in range(16):
+        await trainer.bus.publish(_t(i))
+    await trainer.step(await trainer.bus.read(64, 10))
+    assert trainer.state.events_learned == 16 and await reg.current_version() == 1
+
+    # Another version becomes current (an operator's rollback or promotion) while the
+    # trainer holds two unpublished updates: they are learned again from that version.
+    other = await reg.load(1)
+    other.version = await reg.next_version()
+    await reg.publish(other, policy_to_bytes(other), promote=True)
+    await trainer.step([])
+    assert trainer.state.events_learned == 16 and trainer.state.updates == 2
+    assert trainer.buffer == []
+    await trainer.flush(force=True)
+    latest = await reg.current_version()
+    assert latest == other.version + 1
+    meta = await reg.meta(latest)
+    assert meta["parent_version"] == other.version and meta["events_learned"] == 16
     assert await trainer.bus.buffered_count() == 0
