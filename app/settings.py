@@ -128,7 +128,7 @@ class ServiceSettings(DeploymentSettings):
         default=1.0, ge=0.0, description="After a Redis failure, /v1/recommend skips "
         "decision writes for this long instead of waiting on a dead server.")
     max_in_flight: int = Field(
-        default=32, ge=1, description="Requests on the working /v1/ routes in flight at "
+        default=64, ge=1, description="Requests on the working /v1/ routes in flight at "
         "once; beyond, 503 with Retry-After at once (app/overload.py).")
     max_queue_wait_ms: float = Field(
         default=100.0, gt=0, description="Longest a recommendation waits for its forward "
