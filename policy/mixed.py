@@ -120,6 +120,7 @@ class MixedPolicy:
         # id(network) -> its scoring graph, traced and frozen (see freeze_for_serving).
         self._frozen: dict[int, torch.jit.ScriptModule] = {}
         self._sampler: torch.jit.ScriptModule | None = None  # k = 1 decisions, θ alone
+        self._serving = False  # set by freeze_for_serving
 
     def freeze_for_serving(self) -> None:
         """Trace each network's scoring graph (histories → logits) and freeze it.
@@ -131,11 +132,22 @@ class MixedPolicy:
         eager network's up to float rounding. Only for a policy whose weights never change
         again (a published version): the graph folds work on the weights into constants
         at freezing time, so later changes would reach it only in part."""
+        self._serving = True
+        if self.beta is None:
+            # θ alone: the sampler decides k = 1 calls; the scorer (other calls) is traced
+            # on first use, so a new version costs one trace, not two.
+            if self._sampler is None:
+                self._sampler = _trace_sampler(self.theta, self.head, self.q_temperature)
+            return
         for net in (self.theta, self.beta):
-            if net is not None and id(net) not in self._frozen:
-                self._frozen[id(net)] = _trace_scorer(net, self.head, self.q_temperature)
-        if self.beta is None and self._sampler is None:
-            self._sampler = _trace_sampler(self.theta, self.head, self.q_temperature)
+            self._scorer(net)
+
+    def _scorer(self, net: ActorCritic) -> torch.jit.ScriptModule:
+        """``net``'s frozen scoring graph, traced on first use."""
+        graph = self._frozen.get(id(net))
+        if graph is None:
+            graph = self._frozen[id(net)] = _trace_scorer(net, self.head, self.q_temperature)
+        return graph
 
     def fast_inputs(self, plan: ActPlan, rng: np.random.Generator) -> FastInputs | None:
         """Inputs of :meth:`sample_frozen` for ``plan``, or ``None`` when the call needs
@@ -214,7 +226,7 @@ class MixedPolicy:
         self, histories: np.ndarray, user_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(π_θ(·|s) [B, I], π_β(·|s) [B, I] or None without β), float64."""
-        if self._frozen:
+        if self._serving:
             return self._frozen_probs(np.asarray(histories, dtype=np.int64), user_ids)
         hist = torch.as_tensor(np.asarray(histories, dtype=np.int64))
         if hist.ndim != 2:
@@ -243,7 +255,7 @@ class MixedPolicy:
         users_t = torch.from_numpy(users)
         out = []
         for net in (self.theta, self.beta):
-            out.append(None if net is None else self._frozen[id(net)](tokens, users_t).numpy())
+            out.append(None if net is None else self._scorer(net)(tokens, users_t).numpy())
         assert out[0] is not None
         return out[0], out[1]
 

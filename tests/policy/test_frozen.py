@@ -44,6 +44,7 @@ def test_frozen_probabilities_equal_the_eager_network(n: int, features: int,
         frozen, _ = policy.component_probs(padded, ids)
         policy._frozen.clear()
         policy._sampler = None
+        policy._serving = False
         np.testing.assert_allclose(frozen, eager, rtol=1e-5, atol=1e-9)
 
 
