@@ -131,8 +131,9 @@ class ServiceSettings(DeploymentSettings):
         default=64, ge=1, description="Requests on the working /v1/ routes in flight at "
         "once; beyond, 503 with Retry-After at once (app/overload.py).")
     max_queue_wait_ms: float = Field(
-        default=100.0, gt=0, description="Longest a recommendation waits for its forward "
-        "pass; beyond, 503 with Retry-After instead of a late answer.")
+        default=1000.0, gt=0, description="Longest a recommendation waits for its forward "
+        "pass; beyond, 503 with Retry-After instead of a late answer (above the Redis "
+        "timeout, so a Redis outage still serves unrecorded slates).")
     retry_after_s: int = Field(
         default=2, ge=1, description="Retry-After of 503 answers.")
     enable_noop: bool = Field(
