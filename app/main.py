@@ -31,6 +31,7 @@ class _GuardedApp(FastAPI):
     error handler), so a refused request costs the least the framework allows."""
 
     def __init__(self, guard: dict[str, Any], **kwargs: Any) -> None:
+        """``guard``: :class:`OverloadGuard`'s keyword arguments; the rest FastAPI's."""
         super().__init__(**kwargs)
         self._guard = guard
 
@@ -43,8 +44,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
     app = _GuardedApp(
-        OverloadGuard.options(settings.max_in_flight, settings.retry_after_s,
-                              metrics.overloaded.labels(reason="in_flight").inc),
+        {"max_in_flight": settings.max_in_flight, "retry_after_s": settings.retry_after_s,
+         "on_refused": metrics.overloaded.labels(reason="in_flight").inc},
         title="iALP recommendation service",
         version="1.0",
         description="Serves slates from the mixed policy π̃ = (1-α)·πθ + α·πβ, records "

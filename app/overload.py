@@ -17,7 +17,6 @@ still be watched and drained.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from app.limits import ASGIApp, Receive, Scope, Send
 
@@ -46,13 +45,6 @@ class OverloadGuard:
             (b"content-length", str(len(body)).encode()),
             (b"retry-after", str(int(retry_after_s)).encode())]}
         self._body = {"type": "http.response.body", "body": body}
-
-    @staticmethod
-    def options(max_in_flight: int, retry_after_s: int,
-                on_refused: Callable[[], None] | None = None) -> dict[str, Any]:
-        """Keyword arguments of the constructor (beside the wrapped app)."""
-        return {"max_in_flight": max_in_flight, "retry_after_s": retry_after_s,
-                "on_refused": on_refused}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse at once, or count the request while the application serves it."""

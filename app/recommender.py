@@ -36,6 +36,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def _plan(policy: MixedPolicy, calls: Sequence[RecommendCall]) -> ActPlan:
+    """:meth:`MixedPolicy.plan` of a batch of calls."""
+    return policy.plan([c.history for c in calls], k=[c.k for c in calls],
+                       explore=[c.explore for c in calls],
+                       exclude=[c.exclude for c in calls],
+                       user_ids=[c.user_id for c in calls])
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -85,18 +93,17 @@ class Recommender:
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue_wait_s = (None if max_queue_wait_ms is None
                                  else max_queue_wait_ms / 1000.0)
-        self.rng = np.random.default_rng(seed)  # used only on the worker thread
+        # Draws happen on the event-loop thread only (plans, uniforms, general-path draws).
+        self.rng = np.random.default_rng(seed)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self._pending: list[RecommendCall] = []  # waiting for the next batch
         self._wakeup: asyncio.Future[None] | None = None  # set while the batcher waits
         self._wake_at = 1  # pending calls that end the wait
         self._recent_sizes: deque[int] = deque(maxlen=32)
         self._task: asyncio.Task[None] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         """Start the batching loop (a no-op without micro-batching)."""
-        self.loop = asyncio.get_running_loop()
         if self.micro_batching:
             self._task = asyncio.create_task(self._loop(), name="micro-batcher")
 
@@ -199,10 +206,7 @@ class Recommender:
                 out = [self.ab.baseline_slate(arm, c.history, c.k, c.exclude) for c in calls]
             else:
                 acting = policy if arm == MIXED or self.ab is None else self.ab.pinned[arm]
-                plan = acting.plan(
-                    [c.history for c in calls], k=[c.k for c in calls],
-                    explore=[c.explore for c in calls], exclude=[c.exclude for c in calls],
-                    user_ids=[c.user_id for c in calls])
+                plan = _plan(acting, calls)
                 # Only frozen graphs run on the worker thread (without the interpreter
                 # lock); planning and drawing are short array work that would otherwise
                 # wait for the lock the event loop holds. k = 1 from θ alone is decided
@@ -265,10 +269,7 @@ class Recommender:
             decided = None
             if self.ab is None and self.store is not None and \
                     self.store.blocking_client is not None:
-                plan = policy.plan(
-                    [c.history for c in batch], k=[c.k for c in batch],
-                    explore=[c.explore for c in batch], exclude=[c.exclude for c in batch],
-                    user_ids=[c.user_id for c in batch])
+                plan = _plan(policy, batch)
                 fast = policy.fast_inputs(plan, self.rng)
                 if fast is not None:
                     # One trip to the worker thread: graph, slates and the Redis write.

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.decisions import Decision, DecisionStore  # noqa: E402
-from ialp.procs import spawn_ialp, stop_all  # noqa: E402
+from ialp.procs import spawn_ialp, stop_all, wait_ready  # noqa: E402
 from trainer.transport.client import redis_client  # noqa: E402
 from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
 from trainer.transport.shards import Shards  # noqa: E402
@@ -81,17 +81,7 @@ def stack(tmp: Path, *, replicas: int, shards: int, trainer_env: dict[str, str],
             urls.append(f"http://127.0.0.1:{port}")
         procs.append(spawn_ialp(["trainer", *common, "--state-dir", str(tmp / f"state-{tag}")],
                                 tmp / f"{tag}-trainer.log", cwd=ROOT, env=trainer_env))
-        deadline = time.monotonic() + 180
-        for url in urls:
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    raise RuntimeError(f"the service did not start; see {tmp}")
-                time.sleep(0.3)
+        wait_ready(urls, procs, what=f"the service (logs in {tmp})")
         yield urls, redis.url, ns
     finally:
         stop_all(procs)

@@ -27,7 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ialp.procs import spawn_ialp, stop_all  # noqa: E402
+from ialp.procs import spawn_ialp, stop_all, wait_ready  # noqa: E402
 from simulator_client.chaos.fuzz import fuzz  # noqa: E402
 from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
@@ -72,16 +72,10 @@ def main() -> None:
                            "--rate-limit-key-per-s", "0", "--log-level", "warning"],
                           log, cwd=ROOT, env={"IALP_API_KEY": key})
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start:\n{log.read_text()[-2000:]}")
-                time.sleep(0.3)
+            try:
+                wait_ready([url], [proc], timeout_s=120, what="serve")
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}:\n{log.read_text()[-2000:]}") from None
             spec = httpx.get(f"{url}/openapi.json").json()
             events, items = [], []
             for u in range(20):

@@ -20,20 +20,18 @@ import asyncio
 import json
 import platform
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ialp.procs import spawn_ialp, stop_all  # noqa: E402
+from ialp.procs import spawn_ialp, stop_all, wait_ready  # noqa: E402
 from policy.types import PAD  # noqa: E402
 from simulator_client.loadtest import LoadConfig, run_loadtest  # noqa: E402
 from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
@@ -77,16 +75,7 @@ def serving(tag: str, n_items: int, tmp: Path, *, with_trainer: bool = False,
                                 tmp / f"{tag}-trainer.log", cwd=ROOT))
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"service for {tag} did not start; see {tmp}")
-            time.sleep(0.3)
+        wait_ready([url], procs, what=f"service for {tag} (logs in {tmp})")
         yield url
     finally:
         stop_all(procs)

@@ -35,7 +35,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ialp.procs import spawn_ialp, stop_all  # noqa: E402
+from ialp.procs import spawn_ialp, stop_all, wait_ready  # noqa: E402
 from trainer.transport.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 
@@ -121,16 +121,10 @@ def main() -> None:
                            "--rate-limit-per-s", "0", "--log-level", "warning"],
                           log, cwd=ROOT, env={"IALP_API_KEY": uuid.uuid4().hex})
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start:\n{log.read_text()[-2000:]}")
-                time.sleep(0.3)
+            try:
+                wait_ready([url], [proc], timeout_s=120, what="serve")
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}:\n{log.read_text()[-2000:]}") from None
             baseline = int(r.info("memory")["used_memory"])
             result = asyncio.run(_run(args, url, r, ns))
             healthy = httpx.get(f"{url}/readyz", timeout=10).status_code == 200

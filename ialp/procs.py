@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -35,3 +36,23 @@ def stop_all(procs: Iterable[subprocess.Popen[bytes]], *, timeout_s: float = 20.
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def wait_ready(urls: Iterable[str], procs: Iterable[subprocess.Popen[bytes]], *,
+               timeout_s: float = 180.0, what: str = "the service") -> None:
+    """Until every ``url``'s ``/readyz`` answers 200; ``RuntimeError`` naming ``what`` when
+    one of ``procs`` exits first or ``timeout_s`` passes."""
+    import httpx
+
+    procs = list(procs)
+    deadline = time.monotonic() + timeout_s
+    for url in urls:
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"{what} did not start")
+            time.sleep(0.3)

@@ -165,12 +165,12 @@ class MixedPolicy:
                   if plan.exclude is not None and len(plan.exclude[row]) else _NONE)
             if ex.size and (ex.min() < 0 or ex.max() >= n):
                 raise ValueError(f"row {row}: exclude holds an item outside [0, {n})")
+            ex = np.unique(ex)
             if how.mask_history and plan.lens[row]:
-                hist = plan.flat[starts[row]:starts[row + 1]]
-                both = np.union1d(ex, hist)
+                both = np.union1d(ex, plan.flat[starts[row]:starts[row + 1]])
                 # History stays recommendable only when masking it leaves nothing.
-                ex = both if both.size < n else np.unique(ex)
-            if np.unique(ex).size >= n:
+                ex = both if both.size < n else ex
+            if ex.size >= n:  # the general path's message for a row with nothing left
                 raise ValueError(f"row {row}: k=1 must lie in [1, 0]")
             rows.append(ex)
         width = max(1, max(r.size for r in rows))
@@ -476,13 +476,15 @@ class _Scorer(torch.nn.Module):
         self.head = head
         self.q_temperature = q_temperature
 
-    def forward(self, tokens: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    def scores(self, tokens: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """Actor logits, or Q / temperature, of the newest state [B, I]."""
         state = self.net.encoder.from_tokens(tokens, users, last_only=True)  # [B, H]
         if self.head == "actor":
-            scores = self.net.actor(state)  # [B, I]
-        else:
-            scores = self.net.critic(state) / self.q_temperature  # [B, I]
-        return torch.softmax(scores.double(), dim=-1)  # [B, I] float64
+            return self.net.actor(state)  # [B, I]
+        return self.net.critic(state) / self.q_temperature  # [B, I]
+
+    def forward(self, tokens: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.scores(tokens, users).double(), dim=-1)  # [B, I] float64
 
 
 class _Sampler(_Scorer):
@@ -498,11 +500,7 @@ class _Sampler(_Scorer):
         self, tokens: torch.Tensor, users: torch.Tensor, banned: torch.Tensor,
         u: torch.Tensor, greedy: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        state = self.net.encoder.from_tokens(tokens, users, last_only=True)  # [B, H]
-        if self.head == "actor":
-            scores = self.net.actor(state)  # [B, I]
-        else:
-            scores = self.net.critic(state) / self.q_temperature  # [B, I]
+        scores = self.scores(tokens, users)  # [B, I]
         n = scores.shape[1]
         # Banned items to -inf in place. `banned` pads a row with its own first banned
         # item (or, in a row with none, with -1: column 0 rewritten with its own score),

@@ -3,13 +3,12 @@ sharing Redis and the published policy."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 
-from ialp.procs import spawn_ialp, stop_all
+from ialp.procs import spawn_ialp, stop_all, wait_ready
 from trainer.transport.redis_server import EmbeddedRedis, free_port
 
 KEY = "workers-test-key"
@@ -25,16 +24,7 @@ def test_two_workers_serve_one_port_and_join_each_others_feedback(
                       tmp_path / "serve.log", env={"IALP_API_KEY": KEY})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, "workers did not start"
-            time.sleep(0.3)
+        wait_ready([url], [proc], timeout_s=120, what="two workers")
         answers = []
         for i in range(40):
             # A new connection per call: the kernel spreads them over the workers.
