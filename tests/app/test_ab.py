@@ -71,7 +71,9 @@ def test_arms_over_http(http: httpx.Client, module_redis: str,
                         serve: Callable[[ServiceSettings], ThreadedServer]) -> None:
     settings = make_settings(module_redis, num_items=N_ITEMS, max_k=5,
                              ab_arms={"mixed": 0.4, "random": 0.3, "popular": 0.3},
-                             ab_popularity_refresh_s=0.05)
+                             ab_popularity_refresh_s=0.05,
+                             # 600 calls in about a second: not a rate-limit test.
+                             rate_limit_per_s=0)
     _publish(module_redis, settings.namespace, [0])
     srv = serve(settings)
     ab = srv.svc.ab
