@@ -86,6 +86,13 @@ class _ItemScorer(nn.Module):
         self.out = None if item_emb is not None else nn.Linear(hidden, num_items)
         self.bias = nn.Parameter(torch.zeros(num_items)) if item_emb is not None else None
 
+    def item_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(v [I, H], b [I]) of every item: score = query · v_a + b_a."""
+        if self.out is not None:
+            return self.out.weight, self.out.bias
+        assert self.bias is not None
+        return self._item_emb[0].weight[1 : self.num_items + 1], self.bias
+
     def forward(self, query: torch.Tensor) -> torch.Tensor:
         if self.out is not None:
             return self.out(query)  # [B, I]
@@ -102,7 +109,7 @@ class ActorHead(nn.Module):
                  prior_scale: float = 0.0) -> None:
         super().__init__()
         self.proj: nn.Module
-        self.score: nn.Module
+        self.score: _FeatureScorer | _ItemScorer
         if table is not None:
             self.proj = nn.Linear(hidden, hidden)
             nn.init.normal_(self.proj.weight, std=0.01)  # near-uniform apart from the prior
@@ -128,8 +135,9 @@ class CriticHead(nn.Module):
                  table: ItemTable | None = None, item_ids: bool = True) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
-        self.score: nn.Module = (_FeatureScorer(hidden, table, item_ids) if table is not None
-                                 else _ItemScorer(hidden, num_items, item_emb))
+        self.score: _FeatureScorer | _ItemScorer = (
+            _FeatureScorer(hidden, table, item_ids) if table is not None
+            else _ItemScorer(hidden, num_items, item_emb))
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         """``state`` [B, H] → Q-values [B, I]."""

@@ -468,20 +468,38 @@ class MixedPolicy:
 
 class _Scorer(torch.nn.Module):
     """tokens [B, T], users [B] → probabilities [B, I] of one head (the graph that is
-    traced)."""
+    traced).
+
+    The head's last step, one score per item, is taken apart: the item vectors are
+    stored transposed and contiguous ([H, I]), so the [B, H] × [H, I] product streams
+    the catalogue's rows in memory order (on 100,000 items 1.9 ms against 3.2 ms for the
+    Linear layer's [I, H] weight read through a transpose, one thread)."""
+
+    vec_t: torch.Tensor
 
     def __init__(self, net: ActorCritic, head: str, q_temperature: float) -> None:
         super().__init__()
         self.net = net
         self.head = head
         self.q_temperature = q_temperature
+        part = net.actor if head == "actor" else net.critic
+        self.query: torch.nn.Module = net.actor.proj if head == "actor" else net.critic.mlp
+        with torch.no_grad():
+            vec, bias = part.score.item_vectors()  # [I, H], [I]
+            # The biases as one more row, met by a constant 1 in the query: one pass
+            # over the [B, I] output instead of two (a frozen addmm becomes mm + add).
+            self.register_buffer("vec_t", torch.cat([vec.detach().T, bias.detach()[None]])
+                                 .contiguous())  # [H + 1, I]
 
     def scores(self, tokens: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """Actor logits, or Q / temperature, of the newest state [B, I]."""
         state = self.net.encoder.from_tokens(tokens, users, last_only=True)  # [B, H]
+        query = self.query(state)  # [B, H]
+        ones = torch.ones_like(query[:, :1])  # [B, 1]
+        scores = torch.cat([query, ones], dim=1) @ self.vec_t  # [B, I]
         if self.head == "actor":
-            return self.net.actor(state)  # [B, I]
-        return self.net.critic(state) / self.q_temperature  # [B, I]
+            return scores
+        return scores / self.q_temperature
 
     def forward(self, tokens: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.scores(tokens, users).double(), dim=-1)  # [B, I] float64
@@ -494,36 +512,101 @@ class _Sampler(_Scorer):
 
     ``banned`` [B, M] holds the items a row must not get (-1 pads); ``u`` [B] uniforms in
     [0, 1); ``greedy`` [B] bool. Returns (items [B], propensities [B], ok [B]); ``ok`` is
-    False where the allowed mass underflowed (the caller then takes the general path)."""
+    False where the allowed mass underflowed or float rounding left the pick on an item
+    without mass (the caller then takes the general path).
+
+    Above ``_DIRECT_MAX`` items every pass over the [B, I] scores is a vectorised one
+    (:func:`_blocked_picks`): a cumulative sum or an argmax along a whole row runs
+    element by element, and on 100,000 items these two cost more than the head's matrix
+    product. The picks equal the whole-row ones (first item whose cumulative mass exceeds
+    u·total; first maximal item) up to float rounding."""
 
     def forward(  # type: ignore[override]
         self, tokens: torch.Tensor, users: torch.Tensor, banned: torch.Tensor,
         u: torch.Tensor, greedy: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         scores = self.scores(tokens, users)  # [B, I]
-        n = scores.shape[1]
-        # Banned items to -inf in place. `banned` pads a row with its own first banned
-        # item (or, in a row with none, with -1: column 0 rewritten with its own score),
-        # so every write of a row is either -inf to a banned item or a no-op.
-        idx = banned.clamp(min=0)
+        n = int(scores.shape[1])  # the catalogue size: a constant of this graph
+        # Banned items to -inf in place (the scores are this graph's own tensor).
+        # `banned` pads a row with its own first banned item (or, in a row with none,
+        # with -1: column 0 rewritten with its own score), so every write of a row is
+        # either -inf to a banned item or a no-op.
+        idx = banned.clamp(min=0)  # [B, M]
         src = torch.where(banned < 0, scores.gather(1, idx),
                           torch.full_like(idx, 0, dtype=scores.dtype) - float("inf"))
-        scores = scores.scatter(1, idx, src)
-        # Unnormalised weights exp(s - max): one pass for the max (and the greedy item),
-        # one for the weights, one cumulative sum; the normaliser is the last cumulative
-        # value. float32 keeps the [B, I] passes at memory speed on large catalogues.
-        top, best = scores.max(dim=1)  # [B]
-        w = torch.exp(scores - top.unsqueeze(1))  # [B, I], banned → 0
-        cum = w.cumsum(dim=1)  # [B, I]
-        total = cum[:, -1]  # [B]
-        # First item whose cumulative weight exceeds u·total (numpy's inverse CDF).
-        x = (u.to(cum.dtype) * total).unsqueeze(1)
-        pick = torch.searchsorted(cum, x, right=True).squeeze(1).clamp(max=n - 1)
+        scores.scatter_(1, idx, src)
+        if n <= _DIRECT_MAX:  # whole-row passes: fewer operations, cheaper when small
+            # Unnormalised weights exp(s - max) (banned → 0); the normaliser is the last
+            # cumulative value.
+            top, best = scores.max(dim=1)  # [B]
+            probs = scores.sub_(top.unsqueeze(1)).exp_()  # [B, I] in place
+            cum = probs.cumsum(dim=1)  # [B, I]
+            total = cum[:, -1]  # [B]
+            x = (u.to(probs.dtype) * total).unsqueeze(1)  # [B, 1]
+            pick = torch.searchsorted(cum, x, right=True).squeeze(1)  # [B]
+        else:
+            best, pick, total, probs = _blocked_picks(scores, u, min(_BLOCK, n))
         item = torch.where(greedy, best, pick)
-        w_item = w.gather(1, item.unsqueeze(1)).squeeze(1)
+        valid = item < n
+        p_item = probs.gather(1, item.clamp(max=n - 1).unsqueeze(1)).squeeze(1)  # [B]
         prop = torch.where(greedy, torch.ones_like(total, dtype=torch.float64),
-                           w_item.double() / total.double())
-        return item, prop, (total > 0) & (w_item > 0)
+                           p_item.double() / total.double())
+        return item.clamp(max=n - 1), prop, valid & (total > 0) & (p_item > 0)
+
+
+_BLOCK = 1024
+"""Items per block of :class:`_Sampler`'s two-level passes (about √I at 1M items)."""
+_DIRECT_MAX = 16384
+"""Largest catalogue whose k = 1 sampler takes whole-row passes (one thread, batch 16:
+at 4,606 items 1.7 ms per batch against 1.9 ms two-level; at 100,000 items 13 ms
+against 5.8 ms)."""
+
+
+def _blocked_picks(scores: torch.Tensor, u: torch.Tensor, size: int,
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(greedy item [B], sampled item [B], total weight [B], weights [B, I]) in
+    two-level passes over blocks of ``size`` items: the greedy item from block maxima,
+    then the maximum inside its block; the weights exp(s − max) in place over ``scores``
+    (consumed); the inverse CDF first finds the block (cumulative sum over block
+    weights), then the item inside it (cumulative sum over that block). The sampled item
+    may be ≥ I where float rounding carries the pick past the last block (the caller
+    checks)."""
+    n = int(scores.shape[1])
+    offsets = torch.arange(size, device=scores.device)  # [K]
+    block_max = _blocks(scores, size, "max")  # [B, nb]
+    top, block = block_max.max(dim=1, keepdim=True)  # [B, 1]: first block with the max
+    pos = block * size + offsets  # [B, K]
+    seg = torch.where(pos < n, scores.gather(1, pos.clamp(max=n - 1)),
+                      torch.full_like(pos, 0, dtype=scores.dtype) - float("inf"))
+    best = (block * size + seg.argmax(dim=1, keepdim=True)).squeeze(1)  # [B]
+    weights = scores.sub_(top).exp_()  # [B, I], banned → 0
+    cum_blocks = _blocks(weights, size, "sum").cumsum(dim=1)  # [B, nb]
+    total = cum_blocks[:, -1]  # [B]
+    x = (u.to(weights.dtype) * total).unsqueeze(1)  # [B, 1]
+    block = torch.searchsorted(cum_blocks, x, right=True).clamp(
+        max=cum_blocks.shape[1] - 1)  # [B, 1]
+    before = torch.where(block > 0, cum_blocks.gather(1, (block - 1).clamp(min=0)),
+                         torch.zeros_like(x))  # weight of the blocks before it
+    pos = block * size + offsets  # [B, K]
+    seg = torch.where(pos < n, weights.gather(1, pos.clamp(max=n - 1)),
+                      torch.zeros_like(pos, dtype=weights.dtype))
+    inside = torch.searchsorted(seg.cumsum(dim=1), x - before, right=True)  # [B, 1]
+    pick = (block * size + inside.clamp(max=size - 1)).squeeze(1)  # [B]
+    return best, pick, total, weights
+
+
+def _blocks(x: torch.Tensor, size: int, how: str) -> torch.Tensor:
+    """Per-block max or sum of ``x`` [B, I] over consecutive blocks of ``size`` items
+    (the last one may be shorter): [B, ceil(I / size)]."""
+    n = int(x.shape[1])
+    full = n // size * size
+    body = x[:, :full].reshape(x.shape[0], full // size, size)  # [B, nb, K]
+    parts = [body.amax(dim=2) if how == "max" else body.sum(dim=2)]
+    if full < n:  # the shorter last block
+        tail = x[:, full:]
+        parts.append(tail.amax(dim=1, keepdim=True) if how == "max"
+                     else tail.sum(dim=1, keepdim=True))
+    return torch.cat(parts, dim=1)
 
 
 def _trace_sampler(net: ActorCritic, head: str, q_temperature: float) -> torch.jit.ScriptModule:

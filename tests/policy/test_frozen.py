@@ -48,7 +48,10 @@ def test_frozen_probabilities_equal_the_eager_network(n: int, features: int,
         np.testing.assert_allclose(frozen, eager, rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize(("n", "mask"), [(25, True), (300, False), (300, True)])
+# 17,408 and 20,000 items: the sampler's two-level passes (above _DIRECT_MAX) over
+# blocks of 1,024, without and with a shorter last block.
+@pytest.mark.parametrize(("n", "mask"), [(25, True), (300, False), (300, True),
+                                         (17408, False), (20000, True)])
 def test_the_one_graph_sampler_draws_what_the_general_path_draws(n: int, mask: bool) -> None:
     policy = _policy(n)
     policy.exploration = ExplorationConfig(mask_history=mask)
