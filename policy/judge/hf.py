@@ -39,9 +39,10 @@ class HFJudgeConfig:
     or the None label) with the highest next-token probability; "generate": greedy
     generation of ``max_new_tokens``, parsed."""
     debias: bool = True
-    """labels: score each decision under its candidate order and the reversed one and
-    average each candidate's two label log-probabilities (small models prefer the first
-    label whatever it names)."""
+    """labels: remove position bias (small models prefer some labels whatever they name).
+    Each label's log-probability on a content-free prompt (every slot "N/A") is subtracted
+    (contextual calibration), and each decision is scored under its candidate order and
+    the reversed one, every candidate's two calibrated log-probabilities averaged."""
     max_new_tokens: int = 8
     """Tokens generated per reply; a label needs one or two."""
     batch_size: int = 8
@@ -156,6 +157,7 @@ class HFJudge(BaseJudge):
         self._model: Any = None
         self._tok: Any = None
         self._ids: list[int] | None = None
+        self._priors: dict[int, np.ndarray] = {}  # k -> content-free label log-probs
 
     def fingerprint(self) -> str:
         cfg = asdict(self.config)
@@ -204,13 +206,20 @@ class HFJudge(BaseJudge):
         for i, r in enumerate(requests):
             lp = raw[i]
             if self.config.debias:
-                rev = raw[len(requests) + i]
                 k = len(r.candidates)
+                prior = self._label_prior(k)
+                rev = raw[len(requests) + i] - prior
                 # Candidate j sits at label k-1-j in the reversed prompt; None stays last.
-                lp = 0.5 * (lp + np.concatenate([rev[:k][::-1], rev[k:]]))
+                lp = 0.5 * ((lp - prior) + np.concatenate([rev[:k][::-1], rev[k:]]))
                 lp = lp - np.logaddexp.reduce(lp)
             out.append(lp)
         return out
+
+    def _label_prior(self, k: int) -> np.ndarray:
+        """Label log-probabilities [k + 1] on the content-free prompt (computed once)."""
+        if k not in self._priors:
+            self._priors[k] = self._next_label_logprobs([self.prompts.content_free(k)], [k])[0]
+        return self._priors[k]
 
     def _next_label_logprobs(self, prompts: Sequence[str], ks: Sequence[int]) -> list[np.ndarray]:
         import torch
@@ -251,3 +260,4 @@ class HFJudge(BaseJudge):
     def close(self) -> None:
         self._model = None
         self._tok = None
+        self._priors = {}

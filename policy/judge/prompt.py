@@ -192,6 +192,15 @@ class PromptBuilder:
             }
         )
 
+    def content_free(self, k: int, filler: str = "N/A") -> str:
+        """The prompt with ``filler`` for the history and for every one of ``k``
+        candidates: what a model answers to it is its preference among the labels
+        themselves (contextual calibration, Zhao et al. 2021)."""
+        lines = [f"{LABELS[i]}. {filler}" for i in range(k)] + [f"{LABELS[k]}. None"]
+        return self.template.format_map({**self._fixed, "history": filler,
+                                         "candidates": self.config.candidate_separator
+                                         .join(lines)})
+
     def fingerprint(self) -> str:
         """Identity of everything that shapes prompts except the item texts themselves."""
         return json.dumps(

@@ -92,6 +92,17 @@ def test_debiased_scores_follow_the_items_not_their_positions(judge: HFJudge) ->
     assert not np.allclose(a[:k], b[:k][::-1], atol=1e-3)
 
 
+def test_calibration_makes_the_content_free_prompt_uniform(judge: HFJudge) -> None:
+    k = 4
+    prior = judge._label_prior(k)
+    assert prior.shape == (k + 1,) and np.ptp(prior) > 0.1  # the model does prefer labels
+    free = JudgeRequest((), tuple(range(k)), judge.prompts.content_free(k))
+    raw = judge._next_label_logprobs([free.prompt], [k])[0]
+    np.testing.assert_allclose(raw, prior, atol=1e-5)
+    calibrated = raw - prior
+    assert np.allclose(calibrated, calibrated[0])  # no label preferred any more
+
+
 def _examples(builder: PromptBuilder) -> list[TuneExample]:
     return [TuneExample(builder.build([0, 1], [2, 3, 4]), "b"),
             TuneExample(builder.build([5, 6], [7, 8, 9]), "c")]
