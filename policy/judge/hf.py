@@ -216,9 +216,15 @@ class HFJudge(BaseJudge):
         return out
 
     def _label_prior(self, k: int) -> np.ndarray:
-        """Label log-probabilities [k + 1] on the content-free prompt (computed once)."""
+        """What calibration subtracts [k + 1]: the candidate labels' log-probabilities on
+        the content-free prompt, centred on their mean (so the candidates' level against
+        None is kept), and 0 for None: a model tuned on real next items almost never
+        says None to "N/A" candidates, and subtracting that would make None win always."""
         if k not in self._priors:
-            self._priors[k] = self._next_label_logprobs([self.prompts.content_free(k)], [k])[0]
+            lp = self._next_label_logprobs([self.prompts.content_free(k)], [k])[0]
+            prior = np.zeros(k + 1)
+            prior[:k] = lp[:k] - lp[:k].mean()
+            self._priors[k] = prior
         return self._priors[k]
 
     def _next_label_logprobs(self, prompts: Sequence[str], ks: Sequence[int]) -> list[np.ndarray]:

@@ -92,15 +92,15 @@ def test_debiased_scores_follow_the_items_not_their_positions(judge: HFJudge) ->
     assert not np.allclose(a[:k], b[:k][::-1], atol=1e-3)
 
 
-def test_calibration_makes_the_content_free_prompt_uniform(judge: HFJudge) -> None:
+def test_calibration_makes_the_content_free_candidates_equal(judge: HFJudge) -> None:
     k = 4
     prior = judge._label_prior(k)
-    assert prior.shape == (k + 1,) and np.ptp(prior) > 0.1  # the model does prefer labels
-    free = JudgeRequest((), tuple(range(k)), judge.prompts.content_free(k))
-    raw = judge._next_label_logprobs([free.prompt], [k])[0]
-    np.testing.assert_allclose(raw, prior, atol=1e-5)
+    assert prior.shape == (k + 1,) and prior[k] == 0.0  # None is not calibrated
+    assert np.ptp(prior[:k]) > 0.1  # the model does prefer some labels
+    raw = judge._next_label_logprobs([judge.prompts.content_free(k)], [k])[0]
     calibrated = raw - prior
-    assert np.allclose(calibrated, calibrated[0])  # no label preferred any more
+    assert np.allclose(calibrated[:k], calibrated[0])  # no candidate label preferred
+    assert np.isclose(calibrated[:k].mean(), raw[:k].mean())  # their level kept vs None
 
 
 def _examples(builder: PromptBuilder) -> list[TuneExample]:
