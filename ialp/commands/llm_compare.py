@@ -8,7 +8,8 @@ episodes. Every judge gets the same cases, the same episodes and the same seed.
 
 Judges: ``random``, ``popular`` (training-log counts), ``embedding`` (MiniLM), a packaged
 language model by name (``smollm2``, ``gemma3-270m``) or a model folder, each optionally
-``+ADAPTER`` (a LoRA adapter folder from ``ialp llm tune``).
+``+ADAPTER`` (a LoRA adapter folder from ``ialp llm tune``). Replies are not cached: the
+decisions per second are the backend's own.
 """
 
 from __future__ import annotations
@@ -55,11 +56,12 @@ def _build(name: str, env: str, texts: Any, counts: Any, args: argparse.Namespac
         builder = PromptBuilder(texts, load_scenario(env))
         return (RandomJudge(builder, seed=args.seed) if base == "random"
                 else PopularJudge(builder, counts))
+    # No reply cache: every judge is timed on fresh answers.
     if base == "embedding":
-        spec = JudgeSpec(judge="embedding")
+        spec = JudgeSpec(judge="embedding", no_cache=True)
     else:
         spec = JudgeSpec(judge="hf", model_path=base, adapter=adapter or None,
-                         llm_batch_size=args.llm_batch_size)
+                         llm_batch_size=args.llm_batch_size, no_cache=True)
     return spec.build(env, texts)
 
 

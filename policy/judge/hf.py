@@ -25,6 +25,10 @@ from policy.judge.packaged import model_folder
 from policy.judge.prompt import LABELS, PromptBuilder
 
 
+_LABEL_RULE = 2
+"""Revision of the label-scoring answer rule (part of the reply cache's identity)."""
+
+
 @dataclass(frozen=True)
 class HFJudgeConfig:
     """Settings of the local causal-LM judge."""
@@ -163,8 +167,11 @@ class HFJudge(BaseJudge):
         cfg = asdict(self.config)
         cfg.pop("batch_size")
         cfg.pop("device")
-        return json.dumps({"cfg": cfg, "base": self._base_sig, "adapter": self._adapter_sig},
-                          sort_keys=True)
+        # The scoring rule's revision: a change of how label scores become an answer
+        # (e.g. the calibration) must not be answered from replies cached before it.
+        rule = _LABEL_RULE if self.config.scoring == "labels" else 0
+        return json.dumps({"cfg": cfg, "base": self._base_sig, "adapter": self._adapter_sig,
+                           "rule": rule}, sort_keys=True)
 
     def _load(self) -> tuple[Any, Any]:
         if self._model is None:
