@@ -24,7 +24,6 @@ from policy.judge.cache import AnswerCache
 from policy.judge.packaged import model_folder
 from policy.judge.prompt import LABELS, PromptBuilder
 
-
 _LABEL_RULE = 2
 """Revision of the label-scoring answer rule (part of the reply cache's identity)."""
 
