@@ -66,7 +66,7 @@ def _build(name: str, env: str, texts: Any, counts: Any, args: argparse.Namespac
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ialp.commands.llm import _JudgePolicy, build_cases
+    from ialp.commands.judge_cases import JudgePolicy, build_cases
     from policy.item_features import item_counts
     from policy.judge.evaluate import evaluate_judge
     from simulator_client.envs.by_name import make_env
@@ -88,7 +88,7 @@ def _compare(args: argparse.Namespace) -> int:
             hit = evaluate_judge(judge, cases, batch_size=16, progress=not args.json)
             ret: dict[str, float] = {}
             if args.episodes:
-                ret = evaluate(test_env, _JudgePolicy(judge, test_env.num_items, args.k),
+                ret = evaluate(test_env, JudgePolicy(judge, test_env.num_items, args.k),
                                episodes=args.episodes, seed=args.seed)
         finally:
             judge.close()
