@@ -93,5 +93,5 @@ def test_adapter_saves_loads_and_answers_in_format(tiny_model: Path, tmp_path: P
 
     pb = PromptBuilder(item_text=ITEMS, scenario=SCENARIOS["coat"])
     judge = HFJudge(pb, HFJudgeConfig(model_path=str(tiny_model), adapter_path=str(out),
-                                      max_new_tokens=1))
+                                      max_new_tokens=1, scoring="generate"))
     assert judge.choose_batch([[0, 1], [7]], [list(range(10)), list(range(10, 20))]) == [2, 2]

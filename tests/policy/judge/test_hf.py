@@ -22,8 +22,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _judge(path: Path, cache: AnswerCache | None = None, **kw: object) -> HFJudge:
+    # Generation: the tiny model's tokenizer splits some labels (" e") into two tokens,
+    # so label scoring is not available for it (tests/policy/judge/test_packaged.py
+    # covers label scoring on the real model).
     pb = PromptBuilder(item_text=ITEMS, scenario=SCENARIOS["coat"])
+    kw.setdefault("scoring", "generate")
     return HFJudge(pb, HFJudgeConfig(model_path=str(path), **kw), cache=cache)  # type: ignore[arg-type]
+
+
+def test_label_scoring_says_when_labels_are_not_single_tokens(tiny_model: Path) -> None:
+    judge = _judge(tiny_model, scoring="labels")
+    with pytest.raises(ValueError, match="tokens in this tokenizer; use --scoring generate"):
+        judge.choose_batch([[0, 1]], [list(range(10))])
 
 
 def test_batched_generation_is_deterministic_and_padding_safe(tiny_model: Path) -> None:

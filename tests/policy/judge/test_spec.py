@@ -17,7 +17,7 @@ def test_option_string_and_cli_namespace_give_the_same_spec() -> None:
     from_cli = JudgeSpec.from_namespace(parser.parse_args(opts.split()))
     assert JudgeSpec.parse(opts) == from_cli
     assert from_cli.judge == "hf" and from_cli.llm_batch_size == 4
-    assert from_cli.label() == "hf (/m + /a)"
+    assert from_cli.label() == "hf (/m + /a, labels)"
     assert JudgeSpec.parse("") == JudgeSpec()
 
 
