@@ -41,6 +41,7 @@ from policy.mixed import MixedPolicy
 from policy.types import pad_histories
 from trainer.learners import make_learner
 from trainer.learners.base import Learner
+from trainer.learners.extremes import MetricExtremes
 from trainer.replay import ReplayBuffer
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ def pretrain_ialp(
     counts = {"item": 0, "none": 0, "unparseable": 0}
     records: list[dict[str, Any]] = []
     window_losses: list[dict[str, float]] = []
+    extremes = MetricExtremes()
     window = {"item": 0, "none": 0, "unparseable": 0}
     updates = transitions = step = 0
     started = time.perf_counter()
@@ -204,7 +206,9 @@ def pretrain_ialp(
                     transitions += len(idx)
                 if len(buffer) >= max(cfg.warmup, 1):
                     for _ in range(cfg.updates_per_step):
-                        window_losses.append(learner.update(buffer.sample(cfg.batch_size, rng)))
+                        metrics = learner.update(buffer.sample(cfg.batch_size, rng))
+                        window_losses.append(metrics)
+                        extremes.add(metrics)
                         updates += 1
                 step += 1
                 bar.update(1)
@@ -237,6 +241,8 @@ def pretrain_ialp(
         "none_rate": counts["none"] / asked, "unparseable_rate": counts["unparseable"] / asked,
         "judge": judge.name, "judge_stats": judge.stats.as_dict(),
         "seconds": time.perf_counter() - started, "config": asdict(cfg),
+        # Largest |loss| and |Q| of any update, not only the logged window means.
+        "extremes": extremes.as_dict(),
     }
     if bad_rate > 0.5:
         log.warning(

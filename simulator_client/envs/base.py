@@ -55,6 +55,10 @@ class RewardModel(ABC):
         out = self.reward(np.repeat(users, num_items), np.repeat(history, num_items, 0), items)
         return out.reshape(b, num_items)
 
+    def max_reward(self) -> float | None:
+        """The largest reward one step can give (None when unknown)."""
+        return None
+
 
 class LeaveRule(ABC):
     """Decides when a user quits. May keep per-slot state (e.g. patience).
@@ -101,6 +105,9 @@ class MatrixReward(RewardModel):
 
     def reward_all(self, users: np.ndarray, history: np.ndarray, num_items: int) -> np.ndarray:
         return self.matrix[users]
+
+    def max_reward(self) -> float:
+        return float(self.matrix.max())
 
 
 class RecBatchEnv:
@@ -163,6 +170,13 @@ class RecBatchEnv:
         self._steps = np.zeros(n, dtype=np.int64)
         self._active = np.zeros(n, dtype=bool)
         self.leave_rule.allocate(n)
+
+    def max_return(self) -> float | None:
+        """The largest Return an episode can reach: ``max_steps`` × the reward model's
+        largest one-step reward (None when the reward model does not know it). The
+        experiment suite bounds logged losses and Q values by it."""
+        top = self.reward_model.max_reward()
+        return None if top is None else self.max_steps * float(top)
 
     @property
     def active(self) -> np.ndarray:

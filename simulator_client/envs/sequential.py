@@ -121,6 +121,9 @@ class RankReward(RewardModel):
         out[seen] = self.repeat_reward
         return out
 
+    def max_reward(self) -> float:
+        return max(MAX_REWARD, self.repeat_reward)
+
     def reward_all(self, users: np.ndarray, history: np.ndarray, num_items: int) -> np.ndarray:
         history = np.asarray(history, dtype=np.int64)
         scores = self._mask_history(self.model.scores(history), history)

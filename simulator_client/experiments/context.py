@@ -80,6 +80,9 @@ class MethodContext:
     hyper: dict[str, Any]
     item_features: ItemFeatures | None = None
     """The catalogue's features when ``policy_config.item_features`` > 0."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """What the factory reports about how it built the agent (``"pretrain"``: the summary
+    of Algorithm 1's run behind πθ), copied into the run's results."""
 
     def initial_policy(self) -> MixedPolicy | None:
         """A fresh policy carrying the item features (None with plain item ids): pass it

@@ -39,6 +39,7 @@ from simulator_client.experiments.report import plot_curves
 from simulator_client.item_features import ItemFeatureConfig, features_for
 from trainer.agents import Agent, EvalActor, LearnerAgent, RandomAgent, StepBatch
 from trainer.learners import available_learners
+from trainer.learners.extremes import MetricExtremes
 
 
 def available_methods() -> list[str]:
@@ -120,6 +121,7 @@ def train_method(
 
     curve: list[dict[str, float]] = []
     train_log: list[dict[str, float]] = []
+    extremes = MetricExtremes()
     eval_seconds = 0.0
 
     def run_eval(step: int) -> None:
@@ -167,6 +169,7 @@ def train_method(
         bar.update(len(rows))
         if metrics:
             train_log.append({"step": float(steps), **metrics})
+            extremes.add(metrics)
         finished = np.flatnonzero(term | trunc)
         if len(finished):
             ep_returns.extend(running[finished].tolist())
@@ -199,7 +202,11 @@ def train_method(
             "seconds_per_step": act_seconds / max(decisions, 1),
             "train_seconds_per_step": (seconds - eval_seconds) / max(steps, 1),
             "last_metrics": last_train,
+            # Largest |loss| and |Q| of every logged update: the suite's stability check.
+            "extremes": extremes.as_dict(),
         },
+        # Algorithm 1's run behind πθ (iALP methods): its summary, extremes included.
+        "pretrain": ctx.notes.get("pretrain"),
         # Method-specific statistics (e.g. llm-online's judge timing and answer rates).
         "report": report() if callable(report := getattr(agent, "report", None)) else {},
         "policy_config": ctx.policy_config.to_dict() if name != "random" else None,
@@ -233,6 +240,8 @@ def run_experiment(
         "train_env": train_env.name,
         "test_env": test_env.name,
         "config": asdict(config),
+        # The largest Return an episode of the training environment can reach.
+        "max_return": train_env.max_return(),
         "methods": {},
     }
     for name in methods:

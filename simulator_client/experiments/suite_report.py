@@ -53,6 +53,42 @@ def _aggregate_runs(files: list[Path], methods: Sequence[str]) -> dict[str, Any]
     return out
 
 
+STABILITY_FACTOR = 10.0
+"""A logged loss or Q value above this many times the largest reachable Return fails the
+stability check (issue: "no loss or Q value explodes")."""
+
+
+def _stability(files: list[Path]) -> dict[str, Any]:
+    """The largest |loss| and |Q| logged by any update of any run under ``files`` (online
+    learning and, for iALP methods, Algorithm 1's pre-training of θ), against
+    ``STABILITY_FACTOR`` × the training environment's largest reachable Return."""
+    worst = {"loss": (0.0, ""), "value": (0.0, ""), "pretrain_loss": (0.0, ""),
+             "pretrain_value": (0.0, "")}
+    non_finite, runs, bound = 0, 0, None
+    for f in files:
+        doc = json.loads(f.read_text())
+        if doc.get("max_return") is not None:
+            bound = STABILITY_FACTOR * float(doc["max_return"])
+        for name, res in doc["methods"].items():
+            sources = [("", res.get("train", {}).get("extremes"))]
+            sources.append(("pretrain_", (res.get("pretrain") or {}).get("extremes")))
+            for prefix, ext in sources:
+                if not ext:
+                    continue
+                runs += 1
+                non_finite += int(ext["non_finite"])
+                for kind in ("loss", "value"):
+                    val = float(ext[f"max_{kind}"])
+                    if val > worst[prefix + kind][0]:
+                        worst[prefix + kind] = (val, name)
+    out: dict[str, Any] = {"bound": bound, "non_finite": non_finite, "logs": runs}
+    for key, (val, name) in worst.items():
+        out[f"max_{key}"], out[f"max_{key}_method"] = val, name
+    largest = max(v for v, _ in worst.values())
+    out["holds"] = bool(non_finite == 0 and bound is not None and largest <= bound)
+    return out
+
+
 def aggregate(out: Path, cfg: SuiteConfig, *, methods: Sequence[str],
               explore: Sequence[str]) -> dict[str, Any]:
     """Read every run's results.json under ``out`` into the suite summary."""
@@ -68,6 +104,7 @@ def aggregate(out: Path, cfg: SuiteConfig, *, methods: Sequence[str],
         files = sorted((out / env_name).glob("seed*/results.json"))
         if files:
             summary["results"][env_name] = _aggregate_runs(files, methods)
+            summary.setdefault("stability", {})[env_name] = _stability(files)
         files = sorted((out / "explore" / env_name).glob("seed*/results.json"))
         if files and explore:
             summary["explore"][env_name] = _aggregate_runs(files, explore)
@@ -308,6 +345,24 @@ def write_results_md(suite_json: str | Path, docs_dir: str | Path) -> Path:
             f"{yes(c.get('ap_at_least_1_2_popular'))} | {num(c.get('ap_minus_vw'), '+.2f')} | "
             f"{yes(c.get('ap_at_least_vw'))} | {num(c.get('a2c_over_random'), '.2f')} | "
             f"{yes(c.get('a2c_at_least_3_random'))} |")
+    if summary.get("stability"):
+        lines += ["", "## Stability: the largest logged loss and Q value", "",
+                  f"Every update of every run above (and of the pre-training of θ behind the "
+                  f"iALP rows) logs its losses and Q values (mean and largest |Q(s,a)| of the "
+                  f"batch, the mean TD target). The check: none is non-finite and none "
+                  f"exceeds {STABILITY_FACTOR:g} × the training environment's largest "
+                  f"reachable Return (cap × largest one-step reward).", "",
+                  "| Env | bound | largest loss (method) | largest Q (method) | "
+                  "pre-training: largest loss | largest Q | non-finite | holds |",
+                  "|---|---:|---:|---:|---:|---:|---:|:-:|"]
+        for env_name, st in summary["stability"].items():
+            lines.append(
+                f"| {env_name} | {num(st['bound'], '.0f')} | {st['max_loss']:.3g} "
+                f"({LABELS.get(st['max_loss_method'], st['max_loss_method'])}) | "
+                f"{st['max_value']:.3g} "
+                f"({LABELS.get(st['max_value_method'], st['max_value_method'])}) | "
+                f"{st['max_pretrain_loss']:.3g} | {st['max_pretrain_value']:.3g} | "
+                f"{st['non_finite']} | {yes(st['holds'])} |")
     lines += ["", "## Reading (computed from the tables)", "", *_reading(summary), "",
               "## Figures", ""]
     for name in figs:

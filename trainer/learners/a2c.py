@@ -226,6 +226,7 @@ class A2CLearner(BaseLearner):
             "actor_loss": actor_loss,
             "critic_loss": critic_loss,
             "q_mean": q_sa.mean(),
+            "q_abs_max": q_sa.detach().abs().max(),
             "target_mean": y.mean(),
             "advantage_mean": adv.mean(),
             "entropy": entropy,

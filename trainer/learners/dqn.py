@@ -91,7 +91,8 @@ class DQNLearner(BaseLearner):
                 q_next = q_next_t.max(dim=1).values
             y = batch.rewards + self.hyper.gamma * (1.0 - batch.dones) * q_next  # [B]
         td_loss = F.smooth_l1_loss(q_sa, y) if self.hyper.huber else F.mse_loss(q_sa, y)
-        return {"loss": td_loss, "q_mean": q_sa.mean(), "target_mean": y.mean()}
+        return {"loss": td_loss, "q_mean": q_sa.mean(), "q_abs_max": q_sa.detach().abs().max(),
+                "target_mean": y.mean()}
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         """One TD step; hard target sync every ``target_update_every`` updates."""

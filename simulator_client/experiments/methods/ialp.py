@@ -220,6 +220,11 @@ def load_theta(ctx: MethodContext, special: dict[str, Any], *, progress: bool = 
         path = pretrain_theta(ctx.train_env, env_name, ctx.policy_config, ctx.seed,
                               dict(special.get("pretrain", {})), progress=progress,
                               item_features=ctx.item_features)
+    log_file = path.parent / "pretrain.json"
+    if log_file.exists():  # written by ialp pretrain and by pretrain_theta beside "policy"
+        doc = json.loads(log_file.read_text(encoding="utf-8"))
+        ctx.notes["pretrain"] = {k: doc["summary"][k] for k in PRETRAIN_NOTES
+                                 if k in doc.get("summary", {})}
     memo = f"{path.resolve()}"
     if memo not in _MEMO:
         _MEMO[memo] = load_checkpoint(path, expected_num_items=ctx.policy_config.num_items)
@@ -232,6 +237,10 @@ def load_theta(ctx: MethodContext, special: dict[str, Any], *, progress: bool = 
     # A fresh wrapper each time: agents may change its exploration.
     return MixedPolicy(policy.theta, version=policy.version, metadata=policy.metadata,
                        seed=ctx.seed)
+
+
+PRETRAIN_NOTES = ("extremes", "seconds", "updates", "transitions", "select_rate", "judge")
+"""Fields of Algorithm 1's summary copied into the results of every run that uses θ."""
 
 
 def _exploration(special: dict[str, Any]) -> ExplorationConfig | None:

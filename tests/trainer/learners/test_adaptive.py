@@ -212,13 +212,18 @@ def test_tiny_paper_suite_writes_the_tables(tmp_path: Path) -> None:
     assert set(summary["explore"]["coat"]) == {f"{m}+{s}" for m in ("a2c", "ialp-ap")
                                                for s in ("greedy", "epsilon", "categorical")}
     assert "coat" in summary["checks"]
+    # Every learner's updates, and the pre-training behind θ, are bounded and finite.
+    stab = summary["stability"]["coat"]
+    assert stab["non_finite"] == 0 and stab["holds"]
+    assert stab["bound"] > 0 and 0 < stab["max_loss"] <= stab["bound"]
+    assert stab["max_pretrain_loss"] > 0  # the pre-training's extremes reached the results
     out = tmp_path / "out"
     assert (out / "suite.json").exists()
     assert (out / "curves-coat.png").stat().st_size > 0
     assert (out / "explore-coat.png").stat().st_size > 0
     text = (tmp_path / "docs" / "results.md").read_text()
     for heading in ("Table 3", "Table 4", "Table 5", "Acceptance check",
-                    "against the peers"):
+                    "against the peers", "Stability"):
         assert heading in text
     assert "| SASRec next-item (supervised) |" in text and "| popular (training logs) |" in text
     assert "| A-iALP_ap |" in text
