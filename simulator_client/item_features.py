@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ def features_for(train_env: RecBatchEnv, config: ItemFeatureConfig | None = None
                                 cooc_dim=config.cooc_dim, window=config.window,
                                 text_vectors=text, text_dim=config.text_dim, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".tmp-{os.getpid()}.npz")  # concurrent builders never collide
     np.savez(tmp, matrix=feats.matrix, prior=feats.prior, names=np.asarray(feats.names))
     Path(tmp).replace(path)
     return feats

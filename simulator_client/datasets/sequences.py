@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,19 +336,21 @@ def _fmt_rating(value: float) -> str:
 def write_sequence_dataset(dataset: SequenceDataset, folder: Path | str) -> tuple[Path, Path]:
     """Write ``dataset`` in the generic format as ``sequences.tsv`` and ``items.tsv``.
 
-    Files are written to temporary names and renamed, so a reader never sees half a file.
+    Files are written to temporary names and renamed, so a reader never sees half a file;
+    the names carry the process id, so processes writing the same folder at once (a suite's
+    workers on a fresh cache) never rename each other's files away.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     items_path = folder / "items.tsv"
     seq_path = folder / "sequences.tsv"
-    tmp_items = folder / "items.tsv.tmp"
+    tmp_items = folder / f"items.tsv.tmp-{os.getpid()}"
     with tmp_items.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow([ITEM_ID_COLUMN, *dataset.item_columns])
         for item, attrs in zip(dataset.item_ids, dataset.item_attributes, strict=True):
             writer.writerow([item, *attrs])
-    tmp_seq = folder / "sequences.tsv.tmp"
+    tmp_seq = folder / f"sequences.tsv.tmp-{os.getpid()}"
     with tmp_seq.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         head = [*SEQUENCE_COLUMNS, *(["ratings"] if dataset.ratings is not None else [])]
