@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from policy.types import PAD
-from simulator_client.envs.base import BatchObs, RecBatchEnv
+from simulator_client.envs.base import BatchObs, RecBatchEnv, RewardModel
 from simulator_client.envs.sequential import SequentialEnv
 
 
@@ -53,15 +53,20 @@ class OraclePolicy:
     highest-reward item that does not make the user leave (greedy, one step ahead).
 
     An upper bound to report beside learned policies, not a policy one could deploy.
+    With ``reward_model`` (``train-oracle``: the training environment's) it ranks items
+    by that model instead, acting in ``env``: the Return of a policy that learned the
+    training simulator perfectly, one step ahead, scored by the test environment. No
+    policy trained on that simulator can be expected above it.
     """
 
-    def __init__(self, env: RecBatchEnv) -> None:
+    def __init__(self, env: RecBatchEnv, reward_model: RewardModel | None = None) -> None:
         self.env = env
+        self.reward_model = reward_model or env.reward_model
 
     def act(self, obs: BatchObs, rng: np.random.Generator) -> np.ndarray:
         env = self.env
         n_items = env.num_items
-        rewards = env.reward_model.reward_all(obs.user_ids, obs.history, n_items)  # [B, I]
+        rewards = self.reward_model.reward_all(obs.user_ids, obs.history, n_items)  # [B, I]
         b = len(obs)
         rec = env.recommended()  # [B, T]
         slots = np.repeat(np.arange(b), n_items)
@@ -115,8 +120,16 @@ class NextItemPolicy:
         return out
 
 
-def baseline_for(name: str, env: RecBatchEnv) -> BatchPolicy:
-    """``make_baseline`` plus ``nextitem`` (alias ``replay``) for sequential environments."""
+def baseline_for(name: str, env: RecBatchEnv, train_env: RecBatchEnv | None = None
+                 ) -> BatchPolicy:
+    """``make_baseline`` plus ``nextitem`` (alias ``replay``) for sequential environments
+    and ``train-oracle`` (the oracle of ``train_env``'s reward model, acting in ``env``)."""
+    if name == "train-oracle":
+        if train_env is None:
+            raise ValueError("policy 'train-oracle' needs the training environment")
+        if train_env.num_items != env.num_items:
+            raise ValueError("training and test environments have different catalogues")
+        return OraclePolicy(env, train_env.reward_model)
     if name in ("nextitem", "replay"):
         if not isinstance(env, SequentialEnv):
             raise ValueError(f"policy {name!r} needs a sequential environment, not {env.name!r}")

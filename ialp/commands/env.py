@@ -25,9 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--policy",
         default="random,popular,oracle",
-        help="comma-separated baselines: random, popular, oracle, and for sequential "
-        "environments (lfm, industry, built names) nextitem: the users' true next items "
-        "(default: random,popular,oracle)",
+        help="comma-separated baselines: random, popular, oracle, train-oracle (greedy on "
+        "the training environment's reward model: the ceiling of a policy learned from the "
+        "simulator), and for sequential environments (lfm, industry, built names) nextitem: "
+        "the users' true next items (default: random,popular,oracle)",
     )
     ev.add_argument("--episodes", type=int, default=1000, help="test episodes (default 1000)")
     ev.add_argument("--seed", type=int, default=0)
@@ -133,10 +134,13 @@ def _eval(args: argparse.Namespace) -> int:
         raise SystemExit("--episodes must be positive")
     _one_thread()
     env = make_env(args.name, args.split, progress=not args.json)
+    names = [p.strip() for p in args.policy.split(",") if p.strip()]
+    train_env = (make_env(args.name, "train", progress=not args.json)
+                 if "train-oracle" in names else None)
     results = []
-    for name in [p.strip() for p in args.policy.split(",") if p.strip()]:
+    for name in names:
         try:
-            policy = baseline_for(name, env)
+            policy = baseline_for(name, env, train_env)
         except ValueError as exc:
             raise SystemExit(f"ialp env eval: {exc}") from None
         started = time.perf_counter()

@@ -211,3 +211,21 @@ def test_users_are_balanced_across_episodes(coat_test: RecBatchEnv) -> None:
     users = coat_test.sample_users(290 * 2, np.random.default_rng(0))
     counts = np.bincount(users, minlength=290)
     assert counts.min() == counts.max() == 2
+
+
+def test_train_oracle_acts_in_the_test_env_on_the_training_model(
+        coat_test: RecBatchEnv, coat_train: RecBatchEnv) -> None:
+    """The ceiling of a policy learned from the simulator: it ranks by the training
+    model's reward, never leaves, and is scored by the dense test ratings, below the
+    test oracle (the model is fitted to self-selected ratings only)."""
+    from simulator_client.baselines import baseline_for
+
+    scores = {
+        name: evaluate(coat_test, baseline_for(name, coat_test, coat_train), episodes=290,
+                       seed=0)
+        for name in ("oracle", "train-oracle")
+    }
+    assert scores["train-oracle"]["length"] == pytest.approx(30.0)
+    assert scores["train-oracle"]["return"] < scores["oracle"]["return"] - 5
+    with pytest.raises(ValueError, match="training environment"):
+        baseline_for("train-oracle", coat_test)
