@@ -12,7 +12,7 @@ from trainer.agents import OnlineConfig
 from trainer.learners import ONLINE_A2C
 
 PAPER_METHODS = ("random", "popular", "sasrec", "vw-bandit", "dqn", "pg", "a2c", "ialp",
-                 "ialp-sampled", "ialp-ft", "ialp-ap", "ialp-ap-random", "llm-online")
+                 "ialp-sampled", "ialp-ft", "ialp-ap", "ialp-ap-copy", "llm-online")
 
 
 """Table rows, in order; methods not registered in this build (``llm-online``) are skipped.
@@ -30,6 +30,7 @@ LABELS = {"random": "random", "popular": "popular (training logs)",
           "sasrec": "SASRec next-item (supervised)", "ialp-sampled": "iALP (sampled)",
           "dqn": "DQN", "pg": "PG", "a2c": "A2C", "ialp": "iALP", "ialp-ft": "A-iALP_ft",
           "ialp-ap": "A-iALP_ap", "ialp-ap-random": "A-iALP_ap (β random)",
+          "ialp-ap-copy": "A-iALP_ap (β copy of θ)",
           "llm-online": "LLMOnline", "vw-bandit": "VW cb_explore_adf"}
 
 
