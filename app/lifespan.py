@@ -116,6 +116,7 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from redis.asyncio.retry import Retry as AsyncRetry
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
@@ -136,7 +137,8 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
         # Fail fast: a dead Redis must cost /v1/recommend milliseconds, not retries.
         client = redis_client(
             url, cluster=settings.redis_cluster, socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0))
+            # An asyncio client takes the asyncio Retry (redis-py 8 warns about a sync one).
+            socket_connect_timeout=settings.redis_timeout_s, retry=AsyncRetry(NoBackoff(), 0))
         shards = settings.shards(url)  # one stream, or N tagged ones (trainer/transport/shards.py)
         keys = shards.keys
         policies = PublishedPolicies(client, keys, keep=settings.keep_versions)
