@@ -132,10 +132,6 @@ class A2CLearner(BaseLearner):
         if self.anchor_net is not None:
             self.anchor_net.eval()
             self.anchor_net.requires_grad_(False)
-        self.mask_history = False
-        """Set by the driver when the acting policy never recommends history items: log π
-        (and the bootstrap's choice of a') are then restricted to the same items, so the
-        learner's π is the one that acted."""
         self.reward_range: tuple[float, float] | None = None
         """(min, max) reward seen in training batches (for ``bound_targets``)."""
 
@@ -147,15 +143,6 @@ class A2CLearner(BaseLearner):
         self.reward_range = (lo, hi)
         scale = 1.0 / max(1.0 - self.hyper.gamma, 1e-6)
         return min(0.0, lo) * scale, max(0.0, hi) * scale
-
-    def history_mask(self, histories: torch.Tensor) -> torch.Tensor | None:
-        """[B, I] bool, True for items in each history (None without ``mask_history``)."""
-        if not self.mask_history:
-            return None
-        n = self.config.num_items
-        mask = torch.zeros(histories.shape[0], n + 1, dtype=torch.bool)
-        mask.scatter_(1, torch.where(histories < 0, n, histories), True)
-        return mask[:, :n]
 
     def _next_value(self, batch: TransitionBatch) -> torch.Tensor:
         """Bootstrapped value of s_t+1 [B] (no gradient)."""

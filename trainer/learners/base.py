@@ -81,9 +81,22 @@ class BaseLearner:
         self.seed = seed
         self.steps = 0
         self.parent_version = None if init is None else init.version
+        self.mask_history = False
+        """Set by the driver when the acting policy never recommends history items: the
+        learner's π (and a bootstrap's choice of a') are restricted to the same items, so
+        the π it trains is the one that acted."""
         self.optimizer = torch.optim.Adam(
             self.trainable_parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay
         )
+
+    def history_mask(self, histories: torch.Tensor) -> torch.Tensor | None:
+        """[B, I] bool, True for items in each history (None without ``mask_history``)."""
+        if not self.mask_history:
+            return None
+        n = self.config.num_items
+        mask = torch.zeros(histories.shape[0], n + 1, dtype=torch.bool)
+        mask.scatter_(1, torch.where(histories < 0, n, histories), True)
+        return mask[:, :n]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer updates."""

@@ -70,7 +70,14 @@ class PGLearner(BaseLearner):
             adv = adv - adv.mean()
         if self.hyper.normalize and len(adv) > 1:
             adv = adv / (adv.std() + 1e-8)
-        log_pi = F.log_softmax(self.net.logits(batch.histories, batch.user_ids), dim=-1)
+        logits = self.net.logits(batch.histories, batch.user_ids)  # [B, I]
+        mask = self.history_mask(batch.histories)
+        if mask is not None:  # the acting policy: renormalised over items not in the history
+            # Without it the logits of never-acted history items grow unchecked and the
+            # unmasked log π(a|s) of the chosen items falls without bound (suite: a loss of
+            # 2.5e5 on LFM).
+            logits = logits.masked_fill(mask, -1e9)
+        log_pi = F.log_softmax(logits, dim=-1)
         log_pa = log_pi.gather(1, batch.actions[:, None]).squeeze(1)  # [B]
         pg_loss = -(log_pa * adv).mean()
         entropy = -(log_pi.exp() * log_pi).sum(dim=1).mean()
