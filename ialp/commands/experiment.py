@@ -121,6 +121,12 @@ def _run_suite(args: argparse.Namespace) -> int:
         extra["experiment"] = {"steps": args.suite_steps, "eval_every": args.suite_steps // 10}
     if args.suite_eval_episodes:
         extra.setdefault("experiment", {})["eval_episodes"] = args.suite_eval_episodes
+    try:
+        hyper = json.loads(args.hyper)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--hyper is not valid JSON: {exc}") from exc
+    if hyper:  # merged per method over the suite's own settings
+        extra.setdefault("experiment", {})["hyper"] = hyper
     cfg = SuiteConfig(envs=envs, seeds=seeds, quick=args.quick, command=command, **extra)
     summary = run_suite(cfg, args.out, progress=not args.json, docs_dir=args.docs or None,
                         jobs=args.jobs)

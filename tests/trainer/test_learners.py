@@ -142,3 +142,24 @@ def test_pg_without_returns_uses_the_immediate_reward() -> None:
     assert with_returns["return_mean"] == pytest.approx(2.0 * plain["return_mean"])
     # Without baseline or normalisation the loss scales with the returns.
     assert with_returns["pg_loss"] == pytest.approx(2.0 * plain["pg_loss"], rel=1e-5)
+
+
+def test_pg_with_history_masking_learns_the_pi_that_acted() -> None:
+    """With ``mask_history`` PG's π is renormalised over items outside the state, as the
+    acting policy's was (unmasked, the logits of history items that never act grow and
+    log π(a|s) of the chosen items falls without bound)."""
+    batch = _batch(16)
+    learner = make_learner("pg", CFG, seed=0)
+    learner.mask_history = True
+    masked_loss = learner.loss(batch)
+    mask = learner.history_mask(batch.histories)
+    assert mask is not None and bool(mask.any())
+    hist = set(batch.histories[batch.histories >= 0].tolist())
+    assert set(torch.nonzero(mask)[:, 1].tolist()) == hist
+    with torch.no_grad():
+        log_pi = learner.net.logits(batch.histories, batch.user_ids).masked_fill(
+            mask, -1e9).log_softmax(-1)
+    entropy = -(log_pi.exp() * log_pi).sum(1).mean()
+    assert masked_loss["entropy"] == pytest.approx(float(entropy), rel=1e-5)
+    learner.mask_history = False
+    assert learner.loss(batch)["entropy"] > masked_loss["entropy"]  # more items share π
