@@ -66,6 +66,11 @@ class PretrainConfig:
     the history when it acts, as it was trained)."""
     unparseable: str = "skip"
     """"skip": store nothing for that step (never guess); "none": treat as a None answer."""
+    rejected: str = "drop"
+    """What the judge's answer says about the candidates it did not pick. ``"drop"``:
+    nothing (Algorithm 1: only the acted item is stored). ``"zero"``: each of them is
+    stored as well, from the same state with r^p = 0 (and, after a None, every candidate),
+    so one answer ranks the whole candidate list: the picked item above the k − 1 others."""
     batch_size: int = 64
     """Minibatch size sampled from D_LLM."""
     updates_per_step: int = 4
@@ -98,6 +103,8 @@ class PretrainConfig:
         check_candidate_mode(self.candidates)
         if self.unparseable not in ("skip", "none"):
             raise ValueError(f"unparseable must be 'skip' or 'none', not {self.unparseable!r}")
+        if self.rejected not in ("drop", "zero"):
+            raise ValueError(f"rejected must be 'drop' or 'zero', not {self.rejected!r}")
         if min(self.epochs, self.horizon, self.k, self.num_parallel, self.batch_size) < 1:
             raise ValueError("epochs, horizon, k, num_parallel and batch_size must be >= 1")
         if self.updates_per_step < 0 or self.warmup < 0:
@@ -132,6 +139,33 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     if not rows:
         return {}
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+
+
+def _store_rejected(buffer: ReplayBuffer, candidates: Sequence[Sequence[int]],
+                    actions: np.ndarray, keep: Sequence[int], before: np.ndarray,
+                    users: Sequence[int], histories: Sequence[Sequence[int]],
+                    max_len: int) -> int:
+    """Store every candidate of the ``keep`` rows other than the acted item with r^p = 0
+    (from the same state; the next state appends that candidate); returns how many."""
+    rows: list[int] = []
+    items: list[int] = []
+    for b in keep:
+        for item in candidates[b]:
+            if int(item) != int(actions[b]):
+                rows.append(b)
+                items.append(int(item))
+    if not rows:
+        return 0
+    idx = np.asarray(rows)
+    # ``histories`` already end with the acted item: swap it for the rejected one.
+    nexts = pad_histories([[*histories[b][:-1], it]
+                           for b, it in zip(rows, items, strict=True)], max_len)
+    buffer.add_arrays(
+        histories=before[idx], user_ids=np.asarray(users)[idx],
+        actions=np.asarray(items, dtype=np.int64), rewards=np.zeros(len(idx), np.float32),
+        next_histories=nexts, dones=np.zeros(len(idx), dtype=np.float32),
+    )
+    return len(idx)
 
 
 def pretrain_ialp(
@@ -204,6 +238,10 @@ def pretrain_ialp(
                         dones=np.zeros(len(idx), dtype=np.float32),
                     )
                     transitions += len(idx)
+                if cfg.rejected == "zero" and keep:
+                    transitions += _store_rejected(buffer, choice.candidates, actions, keep,
+                                                   before, users, histories,
+                                                   policy_config.max_len)
                 if len(buffer) >= max(cfg.warmup, 1):
                     for _ in range(cfg.updates_per_step):
                         metrics = learner.update(buffer.sample(cfg.batch_size, rng))

@@ -119,3 +119,49 @@ def test_transitions_follow_eq3(tmp_path: Path) -> None:
     assert all(a % 2 == 0 for a, r in pairs if r == 1.0)
     # A None (r = 0) action is a random candidate, which here can only be odd.
     assert all(a % 2 == 1 for a, r in pairs if r == 0.0)
+
+
+def test_rejected_candidates_are_stored_with_zero_reward() -> None:
+    """``rejected="zero"``: one answer stores every candidate; the pick alone earns r^p = 1,
+    and the other candidates are stored from the same state with r^p = 0."""
+    from trainer.replay import ReplayBuffer
+
+    starts = [StartState(u, (u % N_ITEMS,)) for u in range(8)]
+    base = dict(epochs=1, horizon=2, k=4, num_parallel=8, batch_size=8, updates_per_step=1,
+                warmup=10_000, seed=3)  # no updates: the buffer is what was stored
+    seen: dict[str, ReplayBuffer] = {}
+    original = ReplayBuffer.__init__
+
+    def spy(self: ReplayBuffer, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        seen["buffer"] = self
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ReplayBuffer, "__init__", spy)
+    try:
+        judge = EvenItemJudge()
+        drop = pretrain_ialp(judge, starts, _config(), PretrainConfig(**base),  # type: ignore[arg-type]
+                             progress=False)
+        zero = pretrain_ialp(EvenItemJudge(), starts, _config(),
+                             PretrainConfig(**base, rejected="zero"),  # type: ignore[arg-type]
+                             progress=False)
+    finally:
+        mp.undo()
+    answered = sum(v for k, v in zero.summary["answers"].items() if k != "unparseable")
+    assert drop.summary["answers"] == zero.summary["answers"]  # same seed, same episodes
+    assert drop.summary["transitions"] == answered
+    assert zero.summary["transitions"] == answered * 4  # every candidate of every answer
+    buf = seen["buffer"]
+    n = len(buf)
+    assert n == zero.summary["transitions"]
+    rewards, actions = buf._reward[:n], buf._action[:n]
+    hist, nxt = buf._hist[:n], buf._next[:n]
+    # Only the judge's picks (even items) carry r^p = 1, one per answer naming an item;
+    # every rejected candidate has 0.
+    assert (actions[rewards == 1.0] % 2 == 0).all()
+    assert (rewards == 1.0).sum() == zero.summary["answers"]["item"]
+    assert (rewards == 0.0).sum() == n - zero.summary["answers"]["item"]
+    # Each stored transition's next state is its state followed by its own action.
+    assert (nxt[:, -1] == actions).all() and (nxt[:, -2] == hist[:, -1]).all()
+    with pytest.raises(ValueError, match="rejected"):
+        PretrainConfig(rejected="maybe")
