@@ -121,7 +121,8 @@ def test_transitions_follow_eq3(tmp_path: Path) -> None:
     assert all(a % 2 == 1 for a, r in pairs if r == 0.0)
 
 
-def test_rejected_candidates_are_stored_with_zero_reward() -> None:
+def test_rejected_candidates_are_stored_with_zero_reward(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """``rejected="zero"``: one answer stores every candidate; the pick alone earns r^p = 1,
     and the other candidates are stored from the same state with r^p = 0."""
     from trainer.replay import ReplayBuffer
@@ -136,17 +137,12 @@ def test_rejected_candidates_are_stored_with_zero_reward() -> None:
         original(self, *args, **kwargs)  # type: ignore[arg-type]
         seen["buffer"] = self
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(ReplayBuffer, "__init__", spy)
-    try:
-        judge = EvenItemJudge()
-        drop = pretrain_ialp(judge, starts, _config(), PretrainConfig(**base),  # type: ignore[arg-type]
-                             progress=False)
-        zero = pretrain_ialp(EvenItemJudge(), starts, _config(),
-                             PretrainConfig(**base, rejected="zero"),  # type: ignore[arg-type]
-                             progress=False)
-    finally:
-        mp.undo()
+    monkeypatch.setattr(ReplayBuffer, "__init__", spy)
+    drop = pretrain_ialp(EvenItemJudge(), starts, _config(),
+                         PretrainConfig(**base), progress=False)  # type: ignore[arg-type]
+    zero = pretrain_ialp(EvenItemJudge(), starts, _config(),
+                         PretrainConfig(**base, rejected="zero"),  # type: ignore[arg-type]
+                         progress=False)
     answered = sum(v for k, v in zero.summary["answers"].items() if k != "unparseable")
     assert drop.summary["answers"] == zero.summary["answers"]  # same seed, same episodes
     assert drop.summary["transitions"] == answered
