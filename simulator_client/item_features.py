@@ -65,6 +65,60 @@ def training_logs(train_env: RecBatchEnv) -> list[np.ndarray]:
             for u in train_env.users]
 
 
+LOG_SUBSETS = ("all", "imbalanced")
+"""Which training logs the offline parts of a run see: every interaction, or a
+deliberately imbalanced subset (:func:`imbalanced_logs`)."""
+
+
+def imbalanced_logs(logs: Sequence[np.ndarray], num_items: int, *, head_items: float = 0.1,
+                    head_share: float = 0.9, seed: int = 0) -> list[np.ndarray]:
+    """A subset of ``logs`` in which the most popular ``head_items`` share of the items
+    holds ``head_share`` of the interactions.
+
+    The head is the most frequent items of ``logs`` (ties by id). Every head interaction
+    is kept; tail interactions are kept at random (``seed``), just enough of them for
+    the head to hold ``head_share``. Order within each sequence is kept and no user is
+    dropped (a sequence may become shorter), so the result stays aligned with the
+    users of ``logs``. When the head already holds at least ``head_share``, the logs
+    are returned unchanged."""
+    if not 0.0 < head_items < 1.0 or not 0.0 < head_share < 1.0:
+        raise ValueError("head_items and head_share must lie strictly between 0 and 1")
+    seqs = [np.asarray(s, dtype=np.int64) for s in logs]
+    flat = np.concatenate(seqs or [np.zeros(0, dtype=np.int64)])
+    counts = np.bincount(flat, minlength=num_items)[:num_items]
+    n_head = max(1, round(head_items * num_items))
+    head = np.zeros(num_items, dtype=bool)
+    head[np.argsort(-counts, kind="stable")[:n_head]] = True
+    head_n = int(counts[head].sum())
+    tail_n = int(counts[~head].sum())
+    # head / (head + kept tail) = head_share  →  kept tail = head (1 − share) / share
+    keep_tail = min(tail_n, int(head_n * (1.0 - head_share) / head_share))
+    if keep_tail >= tail_n:
+        return seqs
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 73]))
+    tail_pos = np.flatnonzero(~head[flat])
+    kept = np.zeros(len(flat), dtype=bool)
+    kept[head[flat]] = True
+    kept[rng.choice(tail_pos, size=keep_tail, replace=False)] = True
+    out, start = [], 0
+    for s in seqs:
+        out.append(s[kept[start:start + len(s)]])
+        start += len(s)
+    return out
+
+
+def operator_logs(train_env: RecBatchEnv, subset: str = "all", *, seed: int = 0
+                  ) -> list[np.ndarray]:
+    """The training logs an experiment's offline parts see (``subset`` of
+    :data:`LOG_SUBSETS`), one sequence per user of ``train_env.users``."""
+    if subset not in LOG_SUBSETS:
+        raise ValueError(f"logs must be one of {', '.join(LOG_SUBSETS)}, not {subset!r}")
+    logs = training_logs(train_env)
+    if subset == "imbalanced":
+        return imbalanced_logs(logs, train_env.num_items, seed=seed)
+    return logs
+
+
 def _text_vectors(texts: Sequence[str], num_items: int) -> np.ndarray:
     from policy.judge.embedding import bundled_model_path, load_sentence_encoder
 
@@ -81,10 +135,11 @@ def _text_vectors(texts: Sequence[str], num_items: int) -> np.ndarray:
 
 
 def features_for(train_env: RecBatchEnv, config: ItemFeatureConfig | None = None, *,
-                 seed: int = 0) -> ItemFeatures:
-    """Features of ``train_env``'s catalogue from its users' logs (cached on disk)."""
+                 seed: int = 0, logs: Sequence[np.ndarray] | None = None) -> ItemFeatures:
+    """Features of ``train_env``'s catalogue from its users' logs (cached on disk);
+    ``logs`` replaces them (e.g. :func:`operator_logs`' imbalanced subset)."""
     config = config or ItemFeatureConfig()
-    logs = training_logs(train_env)
+    logs = training_logs(train_env) if logs is None else list(logs)
     digest = hashlib.sha1()
     digest.update(json.dumps({"cfg": asdict(config), "items": train_env.num_items,
                               "seed": seed}, sort_keys=True).encode())
@@ -110,4 +165,5 @@ def features_for(train_env: RecBatchEnv, config: ItemFeatureConfig | None = None
     return feats
 
 
-__all__ = ["ItemFeatureConfig", "features_for", "training_logs"]
+__all__ = ["LOG_SUBSETS", "ItemFeatureConfig", "features_for", "imbalanced_logs", "operator_logs",
+           "training_logs"]

@@ -60,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --items features: weight of the training-log popularity prior in the "
         "actor's initial logits (0 = none)",
     )
+    p.add_argument(
+        "--logs", choices=["all", "imbalanced"], default="all",
+        help="training logs the offline parts of the run see (item features, popular, "
+        "sasrec, laac, the VW peer's features): all of them (default), or a subset in "
+        "which the most popular 10%% of the items hold 90%% of the interactions",
+    )
     p.add_argument("--max-len", type=int, default=20, help="encoder history window")
     p.add_argument("--hidden", type=int, default=64, help="encoder width")
     p.add_argument("--blocks", type=int, default=2, help="self-attention blocks")
@@ -119,6 +125,8 @@ def _run_suite(args: argparse.Namespace) -> int:
         if args.suite_steps < 10:
             raise SystemExit("--suite-steps must be at least 10")
         extra["experiment"] = {"steps": args.suite_steps, "eval_every": args.suite_steps // 10}
+    if args.logs != "all":
+        extra.setdefault("experiment", {})["logs"] = args.logs
     if args.suite_eval_episodes:
         extra.setdefault("experiment", {})["eval_episodes"] = args.suite_eval_episodes
     try:
@@ -184,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
             items=args.items,
             item_features=tuple(k.strip() for k in args.item_features.split(",") if k.strip()),
             prior_scale=args.prior_scale,
+            logs=args.logs,
         )
     except ValueError as exc:
         raise SystemExit(f"ialp experiment: {exc}") from exc

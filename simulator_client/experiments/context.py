@@ -11,11 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from policy.checkpoint import init_policy
 from policy.config import PolicyConfig
 from policy.item_features import ItemFeatures
 from policy.mixed import MixedPolicy
 from simulator_client.envs.base import RecBatchEnv
+from simulator_client.item_features import LOG_SUBSETS, operator_logs
 from trainer.agents import Agent, LearnerAgent, OnlineConfig
 from trainer.learners import make_learner
 
@@ -55,6 +58,12 @@ class ExperimentConfig:
     free output row per item)."""
     item_features: tuple[str, ...] = ("logpop", "cooc")
     """Feature kinds with ``items = "features"`` (``logpop``, ``cooc``, ``text``)."""
+    logs: str = "all"
+    """Training logs the offline parts of a run see (item features, the popularity list,
+    supervised SASRec, LAAC, the VW peer's features): ``all``, or ``imbalanced`` — a
+    subset in which the most popular 10 % of the items hold 90 % of the interactions
+    (``simulator_client.item_features.imbalanced_logs``). Every method of a run sees the
+    same logs."""
     prior_scale: float = 3.0
     """With ``items = "features"``: weight of the log-popularity prior in the actor's
     logits at the start (``PolicyConfig.prior_scale``)."""
@@ -66,6 +75,8 @@ class ExperimentConfig:
             raise ValueError("steps must be >= 0, eval_every and eval_episodes positive")
         if self.num_envs <= 0:
             raise ValueError("num_envs must be positive")
+        if self.logs not in LOG_SUBSETS:
+            raise ValueError(f"logs must be one of {', '.join(LOG_SUBSETS)}, not {self.logs!r}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,11 @@ class MethodContext:
     notes: dict[str, Any] = field(default_factory=dict)
     """What the factory reports about how it built the agent (``"pretrain"``: the summary
     of Algorithm 1's run behind πθ), copied into the run's results."""
+
+    def training_logs(self) -> list[np.ndarray]:
+        """The training users' logs this run's offline parts may read (the
+        experiment's ``logs`` subset), one sequence per user of ``train_env.users``."""
+        return operator_logs(self.train_env, self.experiment.logs, seed=0)
 
     def initial_policy(self) -> MixedPolicy | None:
         """A fresh policy carrying the item features (None with plain item ids): pass it

@@ -36,7 +36,7 @@ from simulator_client.experiments.context import (
     learner_agent,
 )
 from simulator_client.experiments.report import plot_curves
-from simulator_client.item_features import ItemFeatureConfig, features_for
+from simulator_client.item_features import ItemFeatureConfig, features_for, operator_logs
 from trainer.agents import Agent, EvalActor, LearnerAgent, RandomAgent, StepBatch
 from trainer.learners import available_learners
 from trainer.learners.extremes import MetricExtremes
@@ -112,7 +112,9 @@ def train_method(
         seed=seed,
         hyper=dict(config.hyper.get(name, {})),
         # Computed from the training users' logs only (cached); never the test users'.
-        item_features=features_for(train_env, feat_cfg) if feat_cfg is not None else None,
+        item_features=(features_for(train_env, feat_cfg,
+                                    logs=operator_logs(train_env, config.logs))
+                       if feat_cfg is not None else None),
     )
     agent = build_agent(ctx)
     user_seq, act_seq = np.random.SeedSequence([seed, 17]).spawn(2)

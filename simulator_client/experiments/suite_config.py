@@ -12,7 +12,8 @@ from trainer.agents import OnlineConfig
 from trainer.learners import ONLINE_A2C
 
 PAPER_METHODS = ("random", "popular", "sasrec", "vw-bandit", "dqn", "pg", "a2c", "ialp",
-                 "ialp-sampled", "ialp-ft", "ialp-ap", "ialp-ap-copy", "llm-online")
+                 "ialp-sampled", "ialp-ft", "ialp-ap", "ialp-ap-copy", "llm-online",
+                 "laac", "laac-ap", "gee")
 
 
 """Table rows, in order; methods not registered in this build (``llm-online``) are skipped.
@@ -31,10 +32,18 @@ LABELS = {"random": "random", "popular": "popular (training logs)",
           "dqn": "DQN", "pg": "PG", "a2c": "A2C", "ialp": "iALP", "ialp-ft": "A-iALP_ft",
           "ialp-ap": "A-iALP_ap", "ialp-ap-random": "A-iALP_ap (β random)",
           "ialp-ap-copy": "A-iALP_ap (β copy of θ)",
-          "llm-online": "LLMOnline", "vw-bandit": "VW cb_explore_adf"}
+          "llm-online": "LLMOnline", "vw-bandit": "VW cb_explore_adf",
+          "laac": "LAAC", "laac-ap": "LAAC + A-iALP_ap", "gee": "GenEE",
+          "gee-exploit": "GenEE (exploit only)", "gee-random-ctr": "GenEE (random CTR)",
+          "gee-no-drop": "GenEE (no drop)"}
 
 
 METRICS = ("return", "length", "r_avg")
+
+
+BEYOND_METRICS = ("diversity", "novelty", "coverage")
+"""Beyond-accuracy metrics of every evaluation (``simulator_client.metrics``), aggregated
+where the environment provides them; the suite's Table 6."""
 
 
 A2C_HYPER: dict[str, Any] = dict(ONLINE_A2C)

@@ -14,6 +14,7 @@ import numpy as np
 
 from policy.exploration import STRATEGIES
 from simulator_client.experiments.suite_config import (
+    BEYOND_METRICS,
     LABELS,
     METRICS,
     SuiteConfig,
@@ -40,6 +41,9 @@ def _aggregate_runs(files: list[Path], methods: Sequence[str]) -> dict[str, Any]
             row: dict[str, Any] = {"step": float(np.mean([c[i]["step"] for c in curves]))}
             for key in METRICS:
                 row[key] = _stats([c[i][key] for c in curves])
+            for key in BEYOND_METRICS:
+                if all(key in c[i] for c in curves):
+                    row[key] = _stats([c[i][key] for c in curves])
             curve.append(row)
         seconds = [r["methods"][name]["train"]["seconds"] for r in runs if name in r["methods"]]
         out[name] = {
@@ -234,6 +238,23 @@ def _table(summary: dict[str, Any], point: str, suffix: str) -> list[str]:
     return lines
 
 
+def _beyond_table(summary: dict[str, Any]) -> list[str]:
+    """Table 6: diversity, novelty and coverage of the final evaluation."""
+    labels = summary.get("labels", LABELS)
+    envs = list(summary["results"])
+    head = "| Method | " + " | ".join(
+        f"{e} diversity | {e} novelty | {e} coverage" for e in envs) + " |"
+    lines = [head, "|---|" + "---:|" * (3 * len(envs))]
+    for name in summary["methods"]:
+        cells = []
+        for e in envs:
+            agg = summary["results"][e].get(name)
+            final = agg["final"] if agg is not None else {}
+            cells += [_fmt(final[k], 3) if k in final else "–" for k in BEYOND_METRICS]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _reading(summary: dict[str, Any]) -> list[str]:
     """Plain statements computed from the numbers (no claim without its number)."""
     out = []
@@ -319,6 +340,16 @@ def write_results_md(suite_json: str | Path, docs_dir: str | Path) -> Path:
         "## Table 5: final performance",
         "",
         *_table(summary, "final", ""),
+        "",
+        "## Table 6: beyond accuracy (final evaluation)",
+        "",
+        "Diversity: mean pairwise cosine distance between the items of an episode (item "
+        "vectors of the environment); novelty: mean −log2 of the recommended items' "
+        "share of the training interactions (higher = less popular); coverage: distinct "
+        "items recommended over all test episodes / catalogue size "
+        "(definitions in `simulator_client/metrics.py`).",
+        "",
+        *_beyond_table(summary),
         "",
         "## Acceptance check: A-iALP_ap against A2C",
         "",

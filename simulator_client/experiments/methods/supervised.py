@@ -34,7 +34,6 @@ from policy.item_features import ItemFeatures, item_counts
 from policy.mixed import MixedPolicy
 from policy.types import PAD, pad_histories
 from simulator_client.experiments.context import MethodContext, register_method
-from simulator_client.item_features import training_logs
 from trainer.agents import Agent, EvalActor, OnlineConfig, StepBatch
 
 METHOD_NAME = "sasrec"
@@ -197,7 +196,7 @@ def make_sasrec_agent(ctx: MethodContext) -> Agent:
     """Method factory for ``sasrec``: trains on the training users' logs, then acts."""
     cfg = SASRecConfig.from_hyper(ctx.hyper)
     env = ctx.train_env
-    logs = training_logs(env)
+    logs = ctx.training_logs()
     policy, report = train_sasrec(logs, [int(u) for u in env.users], ctx.policy_config,
                                   seed=ctx.seed, item_features=ctx.item_features, config=cfg)
     return SupervisedAgent(ctx.name, policy, ctx.experiment.online, report)
@@ -238,7 +237,7 @@ class PopularAgent:
 def make_popular_agent(ctx: MethodContext) -> Agent:
     """Method factory for ``popular``: counts on the training users' logs."""
     env = ctx.train_env
-    return PopularAgent(ctx.name, item_counts(training_logs(env), env.num_items))
+    return PopularAgent(ctx.name, item_counts(ctx.training_logs(), env.num_items))
 
 
 register_method(METHOD_NAME, make_sasrec_agent)

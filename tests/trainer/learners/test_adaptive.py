@@ -222,9 +222,13 @@ def test_tiny_paper_suite_writes_the_tables(tmp_path: Path) -> None:
     assert (out / "curves-coat.png").stat().st_size > 0
     assert (out / "explore-coat.png").stat().st_size > 0
     text = (tmp_path / "docs" / "results.md").read_text()
-    for heading in ("Table 3", "Table 4", "Table 5", "Acceptance check",
+    for heading in ("Table 3", "Table 4", "Table 5", "Table 6", "Acceptance check",
                     "against the peers", "Stability"):
         assert heading in text
+    # Table 6: the beyond-accuracy metrics of every evaluation, aggregated over the seeds.
+    for key in ("diversity", "novelty", "coverage"):
+        assert 0 < res["a2c"]["final"][key]["mean"] and res["a2c"]["final"][key]["n"] == 2
+    assert "| coat diversity | coat novelty | coat coverage |" in text
     assert "| SASRec next-item (supervised) |" in text and "| popular (training logs) |" in text
     assert "| A-iALP_ap |" in text
     assert (tmp_path / "docs" / "img" / "results-curves-coat.png").exists()
