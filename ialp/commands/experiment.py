@@ -97,6 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="suite: skip the exploration-strategy comparison")
     g.add_argument("--docs", default="docs",
                    help="suite: regenerate DOCS/results.md from the results ('' = do not)")
+    g.add_argument("--docs-name", default="results",
+                   help="suite: the page's file stem under --docs (default results; another "
+                   "name keeps its own page, figures and summary, e.g. results-imbalanced)")
     p.set_defaults(func=_run)
 
 
@@ -137,7 +140,7 @@ def _run_suite(args: argparse.Namespace) -> int:
         extra.setdefault("experiment", {})["hyper"] = hyper
     cfg = SuiteConfig(envs=envs, seeds=seeds, quick=args.quick, command=command, **extra)
     summary = run_suite(cfg, args.out, progress=not args.json, docs_dir=args.docs or None,
-                        jobs=args.jobs)
+                        jobs=args.jobs, docs_name=args.docs_name)
     if args.json:
         print_json(summary)
         return 0
@@ -151,7 +154,7 @@ def _run_suite(args: argparse.Namespace) -> int:
                                   "r_avg"]))
     wall = summary["wall_seconds"]["total"]
     print(f"\nwrote {args.out}/suite.json and figures in {wall / 60:.1f} min"
-          + (f"; regenerated {args.docs}/results.md" if args.docs else ""))
+          + (f"; regenerated {args.docs}/{args.docs_name}.md" if args.docs else ""))
     return 0
 
 

@@ -98,9 +98,10 @@ def _run_task(cfg: SuiteConfig, env_name: str, seed: int, kind: str, out: Path,
 
 
 def run_suite(cfg: SuiteConfig, out_dir: str | Path, *, progress: bool = True,
-              docs_dir: str | Path | None = None, jobs: int = 1) -> dict[str, Any]:
+              docs_dir: str | Path | None = None, jobs: int = 1,
+              docs_name: str = "results") -> dict[str, Any]:
     """Run every method on every environment and seed, aggregate, plot, and (with
-    ``docs_dir``) regenerate ``docs_dir/results.md``. Returns the suite summary.
+    ``docs_dir``) regenerate ``docs_dir/<docs_name>.md``. Returns the suite summary.
 
     The work is split into (environment, seed) tasks; ``jobs > 1`` runs that many at once
     in worker processes (one torch thread each, progress bars off), which is how two
@@ -140,7 +141,7 @@ def run_suite(cfg: SuiteConfig, out_dir: str | Path, *, progress: bool = True,
     (out / "suite.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     plot_suite(summary, out)
     if docs_dir is not None:
-        write_results_md(out / "suite.json", docs_dir)
+        write_results_md(out / "suite.json", docs_dir, name=docs_name)
     return summary
 
 

@@ -227,8 +227,18 @@ def test_tiny_paper_suite_writes_the_tables(tmp_path: Path) -> None:
         assert heading in text
     # Table 6: the beyond-accuracy metrics of every evaluation, aggregated over the seeds.
     for key in ("diversity", "novelty", "coverage"):
-        assert 0 < res["a2c"]["final"][key]["mean"] and res["a2c"]["final"][key]["n"] == 2
+        assert res["a2c"]["final"][key]["mean"] > 0 and res["a2c"]["final"][key]["n"] == 2
     assert "| coat diversity | coat novelty | coat coverage |" in text
     assert "| SASRec next-item (supervised) |" in text and "| popular (training logs) |" in text
     assert "| A-iALP_ap |" in text
     assert (tmp_path / "docs" / "img" / "results-curves-coat.png").exists()
+    # A second page (e.g. the imbalanced-logs suite) keeps its own files.
+    from simulator_client.experiments.suite_report import write_results_md
+
+    page = write_results_md(out / "suite.json", tmp_path / "docs", name="results-imbalanced")
+    assert page.name == "results-imbalanced.md" and "results-imbalanced.json" in page.read_text()
+    assert (tmp_path / "docs" / "results" / "results-imbalanced.json").exists()
+    assert (tmp_path / "docs" / "img" / "results-imbalanced-curves-coat.png").exists()
+    assert (tmp_path / "docs" / "results.md").read_text() == text  # untouched
+    with pytest.raises(ValueError, match="plain file stem"):
+        write_results_md(out / "suite.json", tmp_path / "docs", name="../elsewhere")
