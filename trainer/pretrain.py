@@ -40,7 +40,7 @@ from policy.judge.propose import check_candidate_mode, propose_and_judge
 from policy.mixed import MixedPolicy
 from policy.types import pad_histories
 from trainer.learners import make_learner
-from trainer.learners.base import Learner
+from trainer.learners.base import BaseLearner, Learner
 from trainer.learners.extremes import MetricExtremes
 from trainer.replay import ReplayBuffer
 
@@ -71,6 +71,12 @@ class PretrainConfig:
     nothing (Algorithm 1: only the acted item is stored). ``"zero"``: each of them is
     stored as well, from the same state with r^p = 0 (and, after a None, every candidate),
     so one answer ranks the whole candidate list: the picked item above the k − 1 others."""
+    listwise: float = 0.0
+    """Weight of a listwise distillation step after each judged step (0 = off, Algorithm 1
+    as written): for every answer that picked a candidate, the actor's softmax restricted
+    to the k candidates is pulled towards the pick (``Learner.imitate``). Algorithm 1's
+    reward r^p says only "some candidate was picked" (≈ 1 on almost every step); this
+    uses which one."""
     batch_size: int = 64
     """Minibatch size sampled from D_LLM."""
     updates_per_step: int = 4
@@ -109,8 +115,8 @@ class PretrainConfig:
             raise ValueError("epochs, horizon, k, num_parallel and batch_size must be >= 1")
         if self.updates_per_step < 0 or self.warmup < 0:
             raise ValueError("updates_per_step and warmup must be >= 0")
-        if self.anchor < 0:
-            raise ValueError("anchor must be >= 0")
+        if self.anchor < 0 or self.listwise < 0:
+            raise ValueError("anchor and listwise must be >= 0")
 
 
 @dataclass
@@ -138,7 +144,9 @@ class StartState:
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     if not rows:
         return {}
-    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+    # Rows may differ in keys (learner updates and listwise steps log different metrics).
+    keys = dict.fromkeys(k for r in rows for k in r)
+    return {key: float(np.mean([r[key] for r in rows if key in r])) for key in keys}
 
 
 def _store_rejected(buffer: ReplayBuffer, candidates: Sequence[Sequence[int]],
@@ -189,6 +197,10 @@ def pretrain_ialp(
                     cfg.k)
     learner = learner or make_learner("a2c", policy_config, seed=cfg.seed,
                                       **cfg.learner_hyper(policy_config))
+    imitator = learner if isinstance(learner, BaseLearner) else None
+    if cfg.listwise > 0 and imitator is None:
+        raise ValueError(f"listwise distillation needs a single-network learner with "
+                         f"imitate(); {type(learner).__name__} has none")
     buffer = ReplayBuffer(cfg.buffer_capacity, policy_config.max_len)
     rng = np.random.default_rng(cfg.seed)
     chunks_per_epoch = -(-len(starts) // cfg.num_parallel)
@@ -238,6 +250,18 @@ def pretrain_ialp(
                         dones=np.zeros(len(idx), dtype=np.float32),
                     )
                     transitions += len(idx)
+                picked = [b for b, ans in enumerate(choice.answers)
+                          if ans.kind == "item" and ans.index is not None]
+                if imitator is not None and cfg.listwise > 0 and picked and \
+                        len(buffer) >= max(cfg.warmup, 1):
+                    idx = np.asarray(picked)
+                    metrics = imitator.imitate(
+                        before[idx], np.asarray(users)[idx],
+                        np.asarray([choice.candidates[b] for b in picked], dtype=np.int64),
+                        np.asarray([choice.answers[b].index for b in picked], dtype=np.int64),
+                        weight=cfg.listwise)
+                    window_losses.append(metrics)
+                    extremes.add(metrics)
                 if cfg.rejected == "zero" and keep:
                     transitions += _store_rejected(buffer, choice.candidates, actions, keep,
                                                    before, users, histories,
@@ -262,8 +286,8 @@ def pretrain_ialp(
                     }
                     records.append(rec)
                     if window_losses:
-                        bar.set_postfix(loss=f"{rec['loss']:.3f}",
-                                        sel=f"{rec['select_rate']:.2f}")
+                        shown = rec.get("loss", rec.get("listwise_loss", float("nan")))
+                        bar.set_postfix(loss=f"{shown:.3f}", sel=f"{rec['select_rate']:.2f}")
                     window_losses = []
                     window = {"item": 0, "none": 0, "unparseable": 0}
     bar.close()

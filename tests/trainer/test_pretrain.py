@@ -161,3 +161,24 @@ def test_rejected_candidates_are_stored_with_zero_reward(
     assert (nxt[:, -1] == actions).all() and (nxt[:, -2] == hist[:, -1]).all()
     with pytest.raises(ValueError, match="rejected"):
         PretrainConfig(rejected="maybe")
+
+
+def test_listwise_distillation_alone_teaches_the_judges_pick() -> None:
+    """``listwise`` > 0 with no A2C update at all: the imitation steps alone move the
+    actor's mass to the items the judge picks (even ones); without them nothing moves."""
+    starts = [StartState(u, (u % N_ITEMS, (3 * u + 1) % N_ITEMS)) for u in range(16)]
+    base = dict(epochs=6, horizon=4, k=4, num_parallel=16, batch_size=16, updates_per_step=0,
+                warmup=1, seed=5, anchor=0.0)
+    start = init_policy(_config(), seed=5)
+    off = pretrain_ialp(EvenItemJudge(), starts, _config(),
+                        PretrainConfig(**base), progress=False)  # type: ignore[arg-type]
+    on = pretrain_ialp(EvenItemJudge(), starts, _config(),
+                       PretrainConfig(**base, listwise=1.0),  # type: ignore[arg-type]
+                       progress=False)
+    assert off.summary["updates"] == on.summary["updates"] == 0
+    before = _even_mass(start, starts)
+    assert _even_mass(off.policy, starts) == pytest.approx(before, abs=1e-6)
+    assert _even_mass(on.policy, starts) > before + 0.15
+    assert any("listwise_loss" in rec for rec in on.log)
+    with pytest.raises(ValueError, match="listwise"):
+        PretrainConfig(listwise=-1.0)
