@@ -46,6 +46,7 @@ def _aggregate_runs(files: list[Path], methods: Sequence[str]) -> dict[str, Any]
                     row[key] = _stats([c[i][key] for c in curves])
             curve.append(row)
         seconds = [r["methods"][name]["train"]["seconds"] for r in runs if name in r["methods"]]
+        ctr = _ctr_curve([r["methods"][name] for r in runs if name in r["methods"]])
         out[name] = {
             "curve": curve,
             "at0": curve[0],
@@ -53,8 +54,20 @@ def _aggregate_runs(files: list[Path], methods: Sequence[str]) -> dict[str, Any]
             "final": curve[-1],
             "seeds": len(curves),
             "seconds": _stats(seconds),
+            **({"ctr_curve": ctr} if ctr else {}),
         }
     return out
+
+
+def _ctr_curve(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """GenEE methods: the pool's CTR per iteration (training impressions), mean ± std
+    over the seeds that measured that iteration; empty for every other method."""
+    from trainer.gee import ctr_curve
+
+    curves = [dict(ctr_curve(r.get("report") or {})) for r in results]
+    iterations = sorted({i for c in curves for i in c})
+    return [{"iteration": i, "ctr": _stats([c[i] for c in curves if i in c])}
+            for i in iterations]
 
 
 STABILITY_FACTOR = 10.0
@@ -188,6 +201,28 @@ def plot_suite(summary: dict[str, Any], out: Path) -> list[Path]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
+    for env_name, res in summary["results"].items():
+        gee = {name: agg["ctr_curve"] for name, agg in res.items() if agg.get("ctr_curve")}
+        if not gee:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name, curve in gee.items():
+            x = np.asarray([p["iteration"] for p in curve])
+            m = np.asarray([p["ctr"]["mean"] for p in curve])
+            sd = np.asarray([p["ctr"]["std"] for p in curve])
+            (line,) = ax.plot(x, m, marker="o", ms=3, label=labels.get(name, name))
+            ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("CTR (mean reward per impression)")
+        ax.set_title(f"{env_name}: GenEE pool CTR per iteration, mean ± std over {n_seeds} "
+                     "seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"curves-gee-{env_name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
     for env_name, res in summary["explore"].items():
         fig, axes = plt.subplots(2, len(STRATEGIES), figsize=(13, 6.5), squeeze=False)
         for col, strat in enumerate(STRATEGIES):
@@ -253,6 +288,30 @@ def _beyond_table(summary: dict[str, Any]) -> list[str]:
             cells += [_fmt(final[k], 3) if k in final else "–" for k in BEYOND_METRICS]
         lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _ctr_table(summary: dict[str, Any]) -> list[str]:
+    """GenEE: the pool's CTR at the first and the last iteration (mean ± std over seeds)."""
+    labels = summary.get("labels", LABELS)
+    lines: list[str] = []
+    for env_name, res in summary["results"].items():
+        for name, agg in res.items():
+            curve = agg.get("ctr_curve")
+            if not curve:
+                continue
+            first, last = curve[0]["ctr"], curve[-1]["ctr"]
+            lines.append(f"| {env_name} | {labels.get(name, name)} | {len(curve)} | "
+                         f"{_fmt(first, 3)} | {_fmt(last, 3)} | "
+                         f"{last['mean'] - first['mean']:+.3f} |")
+    if not lines:
+        return []
+    return ["## GenEE: the pool's CTR per iteration", "",
+            "CTR = mean reward per impression of the served pool in one iteration of "
+            "training interactions (the environments' rewards are graded, so this is the "
+            "CTR analogue); first and last measured iteration, mean ± std over seeds. "
+            "Figures: `curves-gee-<env>.png`.", "",
+            "| Env | Method | iterations | CTR first | CTR last | change |",
+            "|---|---|---:|---:|---:|---:|", *lines, ""]
 
 
 def _reading(summary: dict[str, Any]) -> list[str]:
@@ -358,6 +417,7 @@ def write_results_md(suite_json: str | Path, docs_dir: str | Path, *,
         "",
         *_beyond_table(summary),
         "",
+        *_ctr_table(summary),
         "## Acceptance check: A-iALP_ap against A2C",
         "",
         "| Env | R@0 ratio (A-iALP_ap / A2C) | ≥ 2 | final Return gap (A-iALP_ap − A2C) | ≥ 0 |",

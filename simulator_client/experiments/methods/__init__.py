@@ -7,6 +7,6 @@
 * :mod:`.supervised` — the supervised SASRec next-item peer and the popularity list.
 """
 
-from simulator_client.experiments.methods import ialp, llm_online, supervised, vw_bandit
+from simulator_client.experiments.methods import gee, ialp, llm_online, supervised, vw_bandit
 
-__all__ = ["ialp", "llm_online", "supervised", "vw_bandit"]
+__all__ = ["gee", "ialp", "llm_online", "supervised", "vw_bandit"]

@@ -183,7 +183,7 @@ def test_tiny_paper_suite_writes_the_tables(tmp_path: Path) -> None:
     cfg = SuiteConfig(
         envs=("coat",), seeds=(0, 1), quick=True,
         methods=("random", "popular", "sasrec", "vw-bandit", "a2c", "ialp", "ialp-sampled",
-                 "ialp-ft", "ialp-ap", "not-registered"),
+                 "ialp-ft", "ialp-ap", "gee", "not-registered"),
         explore_methods=("a2c", "ialp-ap"),
         experiment={"steps": 48, "eval_every": 24, "eval_episodes": 3, "num_envs": 8,
                     "hidden": 8, "max_len": 8,
@@ -195,7 +195,7 @@ def test_tiny_paper_suite_writes_the_tables(tmp_path: Path) -> None:
     summary = run_suite(cfg, tmp_path / "out", progress=False, docs_dir=tmp_path / "docs")
     res = summary["results"]["coat"]
     assert set(res) == {"random", "popular", "sasrec", "vw-bandit", "a2c", "ialp",
-                        "ialp-sampled", "ialp-ft", "ialp-ap"}  # unregistered ones skipped
+                        "ialp-sampled", "ialp-ft", "ialp-ap", "gee"}  # unregistered: skipped
     for agg in res.values():
         assert agg["seeds"] == 2 and len(agg["curve"]) == 3  # steps 0, 24 and 48
         for point in ("at0", "at1", "final"):
@@ -229,6 +229,12 @@ def test_tiny_paper_suite_writes_the_tables(tmp_path: Path) -> None:
     for key in ("diversity", "novelty", "coverage"):
         assert res["a2c"]["final"][key]["mean"] > 0 and res["a2c"]["final"][key]["n"] == 2
     assert "| coat diversity | coat novelty | coat coverage |" in text
+    # GenEE's CTR per iteration: aggregated over seeds, plotted and tabled; only GenEE has it.
+    ctr = res["gee"]["ctr_curve"]
+    assert len(ctr) >= 2 and all(p["ctr"]["n"] == 2 for p in ctr)
+    assert "ctr_curve" not in res["a2c"]
+    assert "## GenEE: the pool's CTR per iteration" in text and "| coat | GenEE |" in text
+    assert (tmp_path / "docs" / "img" / "results-curves-gee-coat.png").exists()
     assert "| SASRec next-item (supervised) |" in text and "| popular (training logs) |" in text
     assert "| A-iALP_ap |" in text
     assert (tmp_path / "docs" / "img" / "results-curves-coat.png").exists()
