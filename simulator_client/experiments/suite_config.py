@@ -13,7 +13,7 @@ from trainer.learners import ONLINE_A2C
 
 PAPER_METHODS = ("random", "popular", "sasrec", "vw-bandit", "dqn", "pg", "a2c", "ialp",
                  "ialp-sampled", "ialp-ft", "ialp-ap", "ialp-ap-copy", "llm-online",
-                 "laac", "laac-ap", "gee")
+                 "laac", "laac-ap", "gee", "gee-exploit", "gee-random-ctr", "gee-no-drop")
 
 
 """Table rows, in order; methods not registered in this build (``llm-online``) are skipped.
