@@ -59,8 +59,10 @@ class PretrainConfig:
     """Candidates per prompt (labels a..j; the next label means None)."""
     num_parallel: int = 64
     """Episodes run side by side; their prompts go to the judge as one batch."""
-    candidates: str = "sample"
-    """"sample": k items drawn from π(·|s) without replacement; "topk": the k likeliest."""
+    candidates: str = "topk"
+    """"topk": the k likeliest items; "sample": k items drawn from π(·|s) without
+    replacement (Algorithm 1 as written). With ``listwise`` the judge then re-ranks the
+    actor's own top k, which is what the greedy policy acts on."""
     exclude_history: bool = True
     """Never offer items already in the state as candidates (the saved policy then masks
     the history when it acts, as it was trained)."""
@@ -71,12 +73,13 @@ class PretrainConfig:
     nothing (Algorithm 1: only the acted item is stored). ``"zero"``: each of them is
     stored as well, from the same state with r^p = 0 (and, after a None, every candidate),
     so one answer ranks the whole candidate list: the picked item above the k − 1 others."""
-    listwise: float = 0.0
+    listwise: float = 1.0
     """Weight of a listwise distillation step after each judged step (0 = off, Algorithm 1
     as written): for every answer that picked a candidate, the actor's softmax restricted
     to the k candidates is pulled towards the pick (``Learner.imitate``). Algorithm 1's
     reward r^p says only "some candidate was picked" (≈ 1 on almost every step); this
-    uses which one."""
+    uses which one. Measured (suite budget, 3 seeds, greedy R@0 over 100 test episodes;
+    docs/judge.md): Industry 33.9 → 67.8, Coat 15.1 → 29.4, LFM 35.7 → 44.1."""
     batch_size: int = 64
     """Minibatch size sampled from D_LLM."""
     updates_per_step: int = 4
@@ -210,7 +213,7 @@ def pretrain_ialp(
     window_losses: list[dict[str, float]] = []
     extremes = MetricExtremes()
     window = {"item": 0, "none": 0, "unparseable": 0}
-    updates = transitions = step = 0
+    updates = transitions = step = listwise_steps = 0
     started = time.perf_counter()
     bar = tqdm(total=total_steps, desc="iALP pre-training", unit="step", disable=not progress)
     for epoch in range(cfg.epochs):
@@ -262,6 +265,7 @@ def pretrain_ialp(
                         weight=cfg.listwise)
                     window_losses.append(metrics)
                     extremes.add(metrics)
+                    listwise_steps += 1
                 if cfg.rejected == "zero" and keep:
                     transitions += _store_rejected(buffer, choice.candidates, actions, keep,
                                                    before, users, histories,
@@ -299,6 +303,7 @@ def pretrain_ialp(
     bad_rate = counts["unparseable"] / asked
     summary: dict[str, Any] = {
         "steps": step, "transitions": transitions, "updates": updates,
+        "listwise_steps": listwise_steps,
         "answers": dict(counts), "select_rate": counts["item"] / asked,
         "none_rate": counts["none"] / asked, "unparseable_rate": counts["unparseable"] / asked,
         "judge": judge.name, "judge_stats": judge.stats.as_dict(),

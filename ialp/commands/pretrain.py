@@ -31,17 +31,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--env", default="coat", help="coat, lfm or industry")
     p.add_argument("--out", required=True, help="output folder (policy/ and pretrain.json)")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the users (default 10)")
-    p.add_argument("--horizon", type=int, default=20, help="steps per episode (default 20)")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the users (default 1)")
+    p.add_argument("--horizon", type=int, default=10, help="steps per episode (default 10)")
     p.add_argument("--k", type=int, default=10, help="candidates per prompt (default 10)")
     p.add_argument("--num-parallel", type=int, default=64, help="episodes side by side")
-    p.add_argument("--candidates", choices=["sample", "topk"], default="sample",
-                   help="how the actor proposes candidates (default: sample)")
+    p.add_argument("--candidates", choices=["sample", "topk"], default="topk",
+                   help="how the actor proposes candidates: its k likeliest (default) or "
+                   "k drawn from it (Algorithm 1 as written)")
+    p.add_argument("--listwise", type=float, default=1.0,
+                   help="weight of the listwise step that pulls the actor's softmax over "
+                   "the k candidates towards the judge's pick (default 1; 0 = Algorithm 1 "
+                   "as written)")
     p.add_argument("--unparseable", choices=["skip", "none"], default="skip",
                    help="unparseable replies: store nothing (skip) or treat as None")
     p.add_argument("--batch-size", type=int, default=64, help="minibatch from D_LLM")
     p.add_argument("--updates-per-step", type=int, default=4, help="A2C updates per step")
-    p.add_argument("--warmup", type=int, default=256, help="transitions before updating")
+    p.add_argument("--warmup", type=int, default=128, help="transitions before updating")
     p.add_argument("--lr", type=float, default=1e-3, help="A2C learning rate")
     p.add_argument("--gamma", type=float, default=0.9, help="discount γ of eq. 8 (default 0.9)")
     p.add_argument("--target-tau", type=float, default=0.01,
@@ -58,8 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="history window of the encoder (default 20, as ialp experiment)")
     p.add_argument("--no-user-embedding", action="store_true",
                    help="no user embedding (default: one, as ialp experiment)")
-    p.add_argument("--users", type=int, default=0,
-                   help="pre-train from this many training users, drawn with --seed (0: all)")
+    p.add_argument("--users", type=int, default=128,
+                   help="pre-train from this many training users, drawn with --seed (0: all; "
+                   "default 128: on LFM more users gave a lower R@0, docs/judge.md)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: fastest for these small networks on a "
                    "shared machine)")
@@ -177,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
         updates_per_step=args.updates_per_step, warmup=args.warmup, seed=args.seed,
         a2c={"lr": args.lr, "gamma": args.gamma, "target_tau": args.target_tau,
              "normalize_advantage": args.normalize_advantage},
-        anchor=args.anchor,
+        anchor=args.anchor, listwise=args.listwise,
     )
     learner = None
     feat_cfg = item_feature_config(ExperimentConfig())

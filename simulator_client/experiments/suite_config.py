@@ -89,7 +89,8 @@ def mode_settings(quick: bool) -> dict[str, Any]:
                   "mask_history": True}
     else:
         steps, every, episodes, alpha_steps = 50_000, 2_500, 200, 1_554
-        pretrain = {"epochs": 5, "horizon": 20, "users": 512}
+        pretrain = {"epochs": 5, "horizon": 20, "users": 512, "candidates": "topk",
+                    "listwise": 1.0}
         online = {"batch_size": 64, "warmup": 256, "updates_per_step": 1,
                   "mask_history": True}
     ap = {**A2C_HYPER, "alpha_schedule": "linear", "alpha_start": 0.0,

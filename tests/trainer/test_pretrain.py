@@ -58,9 +58,10 @@ def _even_mass(policy: object, starts: list[StartState]) -> float:
 
 def test_pretraining_distils_the_judges_preference(tmp_path: Path) -> None:
     starts = [StartState(u, (u % N_ITEMS, (3 * u + 1) % N_ITEMS)) for u in range(16)]
+    # Algorithm 1 as written: candidates sampled from the actor, no listwise step.
     cfg = PretrainConfig(epochs=6, horizon=5, k=5, num_parallel=8, batch_size=32,
                          updates_per_step=4, warmup=32, log_every=5, seed=0,
-                         a2c={"lr": 3e-3})
+                         a2c={"lr": 3e-3}, candidates="sample", listwise=0.0)
     judge = EvenItemJudge()
     before = _even_mass(init_policy(_config(), seed=0), starts)
     result = pretrain_ialp(judge, starts, _config(), cfg, progress=False)
@@ -111,7 +112,8 @@ def test_transitions_follow_eq3(tmp_path: Path) -> None:
     rec = Recorder()
     starts = [StartState(u, (u,)) for u in range(8)]
     cfg = PretrainConfig(epochs=2, horizon=3, k=3, num_parallel=8, batch_size=64,
-                         updates_per_step=1, warmup=1, seed=1)
+                         updates_per_step=1, warmup=1, seed=1, candidates="sample",
+                         listwise=0.0)
     pretrain_ialp(EvenItemJudge(), starts, _config(), cfg, progress=False, learner=rec)
     pairs = set(zip(rec.actions, rec.rewards, strict=True))
     assert {r for _, r in pairs} <= {0.0, 1.0}
@@ -168,14 +170,16 @@ def test_listwise_distillation_alone_teaches_the_judges_pick() -> None:
     actor's mass to the items the judge picks (even ones); without them nothing moves."""
     starts = [StartState(u, (u % N_ITEMS, (3 * u + 1) % N_ITEMS)) for u in range(16)]
     base = dict(epochs=6, horizon=4, k=4, num_parallel=16, batch_size=16, updates_per_step=0,
-                warmup=1, seed=5, anchor=0.0)
+                warmup=1, seed=5, anchor=0.0, candidates="sample")
     start = init_policy(_config(), seed=5)
     off = pretrain_ialp(EvenItemJudge(), starts, _config(),
-                        PretrainConfig(**base), progress=False)  # type: ignore[arg-type]
+                        PretrainConfig(**base, listwise=0.0),  # type: ignore[arg-type]
+                        progress=False)
     on = pretrain_ialp(EvenItemJudge(), starts, _config(),
                        PretrainConfig(**base, listwise=1.0),  # type: ignore[arg-type]
                        progress=False)
     assert off.summary["updates"] == on.summary["updates"] == 0
+    assert off.summary["listwise_steps"] == 0 < on.summary["listwise_steps"]
     before = _even_mass(start, starts)
     assert _even_mass(off.policy, starts) == pytest.approx(before, abs=1e-6)
     assert _even_mass(on.policy, starts) > before + 0.15

@@ -60,7 +60,8 @@ SHARED_KEY = "ialp"
 """Experiment ``hyper`` key whose settings apply to every iALP method."""
 
 QUICK_PRETRAIN: dict[str, Any] = {"epochs": 1, "horizon": 10, "users": 128,
-                                  "updates_per_step": 4, "warmup": 128}
+                                  "updates_per_step": 4, "warmup": 128,
+                                  "candidates": "topk", "listwise": 1.0}
 """A small Algorithm 1 budget (seconds per environment), used by ``--quick`` suites."""
 
 _MEMO: dict[str, MixedPolicy] = {}
