@@ -205,6 +205,13 @@ class PolicyInfo(BaseModel):
     reward_max: float = Field(description="Largest reward /v1/feedback accepts.")
     candidate: CandidateInfo | None = Field(
         default=None, description="The version waiting for promotion, if any.")
+    beta_pool: list[int] | None = Field(
+        default=None, description="Item indices π_β is restricted to (the trainer's GenEE "
+        "service mode); null: the whole catalogue.")
+    genee: dict[str, Any] | None = Field(
+        default=None, description="GenEE service mode behind this version: iteration "
+        "being measured, done, impressions in it so far, last_ctr (mean reward per "
+        "impression of the last finished iteration); null when the mode is off.")
 
 
 class CandidateInfo(BaseModel):

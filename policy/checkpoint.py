@@ -4,7 +4,8 @@ Directory layout (written atomically: a temporary sibling directory renamed into
 
     weights.safetensors   theta.* (and beta.* for scheme "ap") tensors
     config.json           PolicyConfig
-    meta.json             format, version, alpha, scheme, head, exploration, metadata
+    meta.json             format, version, alpha, scheme, head, exploration, metadata,
+                          and beta_pool when π_β is restricted to a pool of items
 
 Byte format (``policy_to_bytes``): the magic ``IALPPOL1``, a 4-byte little-endian header
 length, a UTF-8 JSON header holding config.json and meta.json, then the safetensors bytes.
@@ -108,7 +109,7 @@ def _tensors(policy: MixedPolicy) -> dict[str, torch.Tensor]:
 
 
 def _meta(policy: MixedPolicy) -> dict[str, Any]:
-    return {
+    meta: dict[str, Any] = {
         "format": FORMAT,
         "version": policy.version,
         "alpha": policy.alpha,
@@ -118,6 +119,10 @@ def _meta(policy: MixedPolicy) -> dict[str, Any]:
         "exploration": asdict(policy.exploration),
         "metadata": policy.metadata,
     }
+    if policy.beta_pool is not None:
+        # Only when set: an unrestricted policy's meta stays as it always was.
+        meta["beta_pool"] = list(policy.beta_pool)
+    return meta
 
 
 def _check_items(config: PolicyConfig, expected: int | None, where: str) -> None:
@@ -147,6 +152,9 @@ def _assemble(
         nets[prefix] = net
     if "theta" not in nets:
         raise CheckpointError(f"{where}: no theta.* weights")
+    pool = meta.get("beta_pool")
+    if pool is not None and not isinstance(pool, list):
+        raise CheckpointError(f"{where}: beta_pool must be a list of item indices")
     return MixedPolicy(
         nets["theta"],
         nets.get("beta"),
@@ -157,6 +165,7 @@ def _assemble(
         head=str(meta.get("head", "actor")),
         q_temperature=float(meta.get("q_temperature", 1.0)),
         exploration=ExplorationConfig(**meta.get("exploration", {})),
+        beta_pool=pool,
     )
 
 

@@ -9,6 +9,11 @@ Schemes:
 The action distribution of one network is the softmax of its actor logits (``head =
 "actor"``), or a Boltzmann distribution softmax(Q / ``q_temperature``) over its critic's
 Q-values (``head = "q"``, how a DQN is served; greedy over that is argmax Q).
+
+A ``beta_pool`` (scheme ``ap`` only) restricts π_β to a set of candidate items: its
+distribution is masked to the pool and renormalised after the networks, so β explores only
+among those items while θ keeps the whole catalogue. The trainer's GenEE mode
+(``trainer/online/genee.py``) sets it to the GenEE pool of every version it publishes.
 """
 
 from __future__ import annotations
@@ -91,7 +96,10 @@ class MixedPolicy:
         q_temperature: float = 1.0,
         exploration: ExplorationConfig | None = None,
         seed: int | None = None,
+        beta_pool: Sequence[int] | np.ndarray | None = None,
     ) -> None:
+        """``beta_pool``: the items π_β may choose (any order, duplicates ignored), or
+        ``None`` for the whole catalogue; see :attr:`beta_pool`."""
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
         if head not in HEADS:
@@ -121,6 +129,59 @@ class MixedPolicy:
         self._frozen: dict[int, torch.jit.ScriptModule] = {}
         self._sampler: torch.jit.ScriptModule | None = None  # k = 1 decisions, θ alone
         self._serving = False  # set by freeze_for_serving
+        self._pool: np.ndarray | None = None  # sorted unique indices, or None
+        self.beta_pool = beta_pool  # the setter checks it
+
+    @property
+    def beta_pool(self) -> tuple[int, ...] | None:
+        """The sorted unique items π_β is restricted to, or ``None`` (the whole catalogue).
+
+        Assigning validates (a non-empty set of catalogue indices, scheme ``ap``) and
+        normalises to sorted unique indices; the restriction applies to every later call,
+        so only assign to a policy nobody serves yet (publishing composes a new one)."""
+        return None if self._pool is None else tuple(int(i) for i in self._pool)
+
+    @beta_pool.setter
+    def beta_pool(self, items: Sequence[int] | np.ndarray | None) -> None:
+        self._pool = None if items is None else self._checked_pool(items)
+
+    def _checked_pool(self, items: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``items`` as a sorted unique int64 array, or ValueError naming the problem."""
+        if self.beta is None:
+            raise ValueError(f"beta_pool restricts π_β, but scheme {self.scheme!r} has no "
+                             "beta network (use scheme 'ap')")
+        raw = np.asarray(items if isinstance(items, np.ndarray) else list(items))
+        if raw.size == 0:
+            raise ValueError("beta_pool is empty: give at least one item, or None for the "
+                             "whole catalogue")
+        # Integers only; floats that are whole numbers (e.g. read back from JSON) pass.
+        integral = raw.dtype.kind in "iu" or (
+            raw.dtype.kind == "f" and bool(np.all(np.isfinite(raw) & (raw == np.round(raw)))))
+        if raw.ndim != 1 or not integral:
+            raise ValueError("beta_pool must be a flat list of integer item indices")
+        pool = np.unique(raw.astype(np.int64))
+        n = self.num_items
+        if pool[0] < 0 or pool[-1] >= n:
+            bad = [int(i) for i in pool if not 0 <= i < n][:5]
+            raise ValueError(f"beta_pool holds item(s) {bad} outside the catalogue [0, {n})")
+        return pool
+
+    def _restrict(self, p_beta: np.ndarray) -> np.ndarray:
+        """π_β [B, I] masked to the pool and renormalised per row (float64).
+
+        A row whose pool mass underflowed to 0 (extreme logits) gets the uniform
+        distribution over the pool, so β still only ever draws pool items."""
+        pool = self._pool
+        assert pool is not None
+        mass = p_beta[:, pool]  # [B, K] (a copy: fancy indexing)
+        total = mass.sum(axis=1, keepdims=True)  # [B, 1]
+        empty = total[:, 0] <= 0.0
+        if empty.any():
+            mass[empty] = 1.0
+            total[empty] = float(len(pool))
+        out = np.zeros(p_beta.shape, dtype=np.float64)
+        out[:, pool] = mass / total
+        return out
 
     def freeze_for_serving(self) -> None:
         """Trace each network's scoring graph (histories → logits) and freeze it.
@@ -237,6 +298,8 @@ class MixedPolicy:
         with torch.no_grad():
             p_theta = self._network_probs(self.theta, hist, users)
             p_beta = None if self.beta is None else self._network_probs(self.beta, hist, users)
+        if self._pool is not None and p_beta is not None:
+            p_beta = self._restrict(p_beta)
         return p_theta, p_beta
 
     def _frozen_probs(
@@ -257,7 +320,10 @@ class MixedPolicy:
         for net in (self.theta, self.beta):
             out.append(None if net is None else self._scorer(net)(tokens, users_t).numpy())
         assert out[0] is not None
-        return out[0], out[1]
+        p_beta = out[1]
+        if self._pool is not None and p_beta is not None:
+            p_beta = self._restrict(p_beta)
+        return out[0], p_beta
 
     def probs(self, histories: np.ndarray, user_ids: np.ndarray | None = None) -> np.ndarray:
         """histories [B, L] int64 PAD=-1 right-aligned → mixture probabilities [B, I]."""
@@ -460,9 +526,10 @@ class MixedPolicy:
         return items[:, 0], props[:, 0]
 
     def __repr__(self) -> str:
+        pool = "" if self._pool is None else f", beta_pool={len(self._pool)} items"
         return (
             f"MixedPolicy(version={self.version}, scheme={self.scheme!r}, alpha={self.alpha}, "
-            f"head={self.head!r}, items={self.num_items})"
+            f"head={self.head!r}, items={self.num_items}{pool})"
         )
 
 

@@ -73,6 +73,7 @@ This module imports no environment (``simulator_client`` builds agents from it).
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -313,6 +314,15 @@ class EmbeddingProposer:
         return {"proposer": self.name, "proposals": len(self.log), "fallbacks": 0,
                 "log": self.log}
 
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe state (random generator and log) for :meth:`load_state_dict`."""
+        return {"rng": self._rng.bit_generator.state, "log": copy.deepcopy(self.log)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (the vectors are the caller's)."""
+        self._rng.bit_generator.state = state["rng"]
+        self.log = copy.deepcopy(list(state.get("log", [])))
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -436,6 +446,17 @@ class LLMProposer:
         return {"proposer": self.label, "proposals": len(self.log),
                 "fallbacks": self.fallbacks, "log": self.log}
 
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe state (random generator, fallbacks, log) for :meth:`load_state_dict`."""
+        return {"rng": self._rng.bit_generator.state, "fallbacks": self.fallbacks,
+                "log": copy.deepcopy(self.log)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (the backend is the caller's)."""
+        self._rng.bit_generator.state = state["rng"]
+        self.fallbacks = int(state.get("fallbacks", 0))
+        self.log = copy.deepcopy(list(state.get("log", [])))
+
     def close(self) -> None:
         """Release the backend (``on_close``, e.g. the judge's HTTP client), once."""
         on_close, self._on_close = self._on_close, None
@@ -447,7 +468,10 @@ class GenEEPool:
     """The GenEE state machine: the served pool, this iteration's counts, and the log.
 
     Call :meth:`serve` to pick items, :meth:`record` with what was served and the rewards,
-    and :meth:`end_iteration` once an iteration's impressions are in."""
+    and :meth:`end_iteration` once an iteration's impressions are in. :meth:`state_dict`
+    and :meth:`load_state_dict` carry the whole state (pool, this iteration's counts, log,
+    random generators, and the proposer's when it has those two methods) across a
+    process restart, as JSON-safe data."""
 
     def __init__(self, config: GEEConfig, num_items: int, proposer: Proposer, *,
                  seed: int = 0) -> None:
@@ -490,6 +514,18 @@ class GenEEPool:
     def done(self) -> bool:
         """Whether every iteration has been measured (the pool is final)."""
         return self.iteration > self.config.iterations
+
+    @property
+    def impressions(self) -> int:
+        """Impressions recorded for the pool in the iteration being measured."""
+        return sum(self._impr.values())
+
+    @property
+    def running_ctr(self) -> float | None:
+        """Mean reward per pool impression in the iteration being measured (None before
+        its first impression)."""
+        shown = self.impressions
+        return sum(self._sums.values()) / shown if shown else None
 
     def _reset_counts(self) -> None:
         self._impr: dict[int, int] = {}
@@ -636,6 +672,55 @@ class GenEEPool:
             entry["added"].append(item)
             entry["how"].append(how)
 
+    # -- persistence -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`load_state_dict` needs to continue exactly where this pool
+        is, as JSON-safe data (a deep copy: later calls do not change it). The config and
+        the catalogue are the caller's; the proposer's state is included when the
+        proposer has ``state_dict``."""
+        state: dict[str, Any] = {
+            "pool": list(self.pool), "ever": sorted(self.ever),
+            "history_of_ctrs": [[i, c] for i, c in self.history_of_ctrs],
+            "log": copy.deepcopy(self.log), "iteration": self.iteration,
+            "invalid": self.invalid, "impressions_after": self.impressions_after,
+            "exploits": self._exploits, "proposals": self._proposals,
+            "impressions_items": {str(i): n for i, n in self._impr.items()},
+            "reward_sums": {str(i): v for i, v in self._sums.items()},
+            "initial_pool_from": self.initial_how,
+            "ctr_rng": self._ctr_rng.bit_generator.state,
+        }
+        proposer_state = getattr(self.proposer, "state_dict", None)
+        if callable(proposer_state):
+            state["proposer"] = proposer_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`. Raises ValueError when the saved pool does
+        not fit this catalogue (e.g. the items file changed)."""
+        pool = [int(i) for i in state["pool"]]
+        ever = {int(i) for i in state.get("ever", pool)}
+        outside = sorted(i for i in ever | set(pool) if not 0 <= i < self.num_items)
+        if not pool or outside:
+            raise ValueError(f"saved GenEE pool {pool} does not fit a catalogue of "
+                             f"{self.num_items} items (outside: {outside[:5]})")
+        self.pool = pool
+        self.ever = ever | set(pool)
+        self.history_of_ctrs = [(int(i), float(c)) for i, c in state.get("history_of_ctrs", [])]
+        self.log = copy.deepcopy(list(state.get("log", [])))
+        self.iteration = int(state.get("iteration", 1))
+        self.invalid = int(state.get("invalid", 0))
+        self.impressions_after = int(state.get("impressions_after", 0))
+        self._exploits = int(state.get("exploits", 0))
+        self._proposals = int(state.get("proposals", 0))
+        self._impr = {int(i): int(n) for i, n in state.get("impressions_items", {}).items()}
+        self._sums = {int(i): float(v) for i, v in state.get("reward_sums", {}).items()}
+        self.initial_how = str(state.get("initial_pool_from", self.initial_how))
+        if "ctr_rng" in state:
+            self._ctr_rng.bit_generator.state = state["ctr_rng"]
+        load = getattr(self.proposer, "load_state_dict", None)
+        if "proposer" in state and callable(load):
+            load(state["proposer"])
+
     def report(self) -> dict[str, Any]:
         """The per-iteration log, the final pool and the proposer's report."""
         return {"iterations": self.log, "pool": list(self.pool),
@@ -653,6 +738,68 @@ def ctr_curve(report: dict[str, Any]) -> list[tuple[int, float]]:
         report = report["report"]
     return [(int(e["iteration"]), float(e["ctr"])) for e in report.get("iterations", [])
             if e.get("ctr") is not None]
+
+
+def make_proposer(config: GEEConfig, item_text: Sequence[str], vectors: np.ndarray, *,
+                  seed: int, dataset: str | None = None) -> Proposer:
+    """The proposer ``config.proposer`` names, over a catalogue whose item ``i`` reads
+    ``item_text[i]`` and whose unit text vectors are ``vectors`` (all-MiniLM-L6-v2).
+
+    ``embedding`` builds :class:`EmbeddingProposer`; any other value is a judge option
+    string (``policy.judge.spec.JudgeSpec``) of a generating backend (``hf`` or
+    ``openai``), wrapped in :class:`LLMProposer`. ``dataset`` names the built-in scenario
+    (the prompts' item noun and platform) when the options give no ``--scenario``; without
+    either an LLM proposer is refused. Invalid options raise ValueError."""
+    texts = list(item_text)
+    if config.proposer == "embedding":
+        return EmbeddingProposer(vectors, top=config.exploit_top,
+                                 explore_fraction=config.explore_fraction, seed=seed,
+                                 item_text=texts)
+    import dataclasses
+    import weakref
+
+    from policy.judge.hf import HFJudge
+    from policy.judge.openai_http import OpenAIJudge
+    from policy.judge.prompt import Scenario, load_scenario
+    from policy.judge.spec import JudgeSpec, JudgeSpecError
+
+    try:
+        spec = JudgeSpec.parse(config.proposer)
+        env = dataset if dataset is not None else spec.scenario
+        if env is None:
+            raise JudgeSpecError("no dataset names the scenario: add --scenario NAME|FILE")
+        judge = spec.build(env, texts)
+    except JudgeSpecError as exc:
+        raise ValueError(f"invalid gee proposer {config.proposer!r}: {exc}") from exc
+    generate: Callable[[list[str]], list[str]]
+    if isinstance(judge, HFJudge):
+        judge.config = dataclasses.replace(judge.config, max_new_tokens=config.max_new_tokens)
+        generate = judge.generate
+    elif isinstance(judge, OpenAIJudge):
+        judge.config = dataclasses.replace(judge.config, max_tokens=config.max_new_tokens)
+        ask = judge.ask
+
+        def ask_each(prompts: list[str]) -> list[str]:
+            return [ask(p) for p in prompts]
+
+        generate = ask_each
+    else:
+        raise ValueError(f"gee proposer {config.proposer!r}: the {judge.name} judge cannot "
+                         "generate text; use proposer 'embedding' or an hf/openai backend")
+    try:
+        # The scenario the judge options name (a dataset or a file), else the dataset's.
+        scenario: Scenario | None = load_scenario(spec.scenario or env)
+    except (KeyError, ValueError):
+        scenario = None
+    proposer = LLMProposer(generate, texts, vectors, sentence_encoder(),
+                           scenario=scenario.scenario if scenario else "recommendation",
+                           item_noun=scenario.item if scenario else "item",
+                           top=config.exploit_top, seed=seed, label=spec.label(),
+                           on_close=judge.close)
+    # The pool closes the judge once it is final; a pool dropped early closes it on
+    # collection.
+    weakref.finalize(proposer, judge.close)
+    return proposer
 
 
 def sentence_encoder(device: str = "cpu") -> Callable[[list[str]], np.ndarray]:
@@ -673,5 +820,6 @@ def sentence_encoder(device: str = "cpu") -> Callable[[list[str]], np.ndarray]:
 
 
 __all__ = ["EXPLOIT_PROMPT", "EXPLORE_PROMPT", "PROPOSERS_BUILTIN", "EmbeddingProposer",
-           "GEEConfig", "GenEEPool", "LLMProposer", "Proposer", "ctr_curve", "parse_reply",
+           "GEEConfig", "GenEEPool", "LLMProposer", "Proposer", "ctr_curve", "make_proposer",
+           "parse_reply",
            "sentence_encoder"]

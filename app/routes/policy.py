@@ -24,7 +24,10 @@ def _policy_info(policy: MixedPolicy, settings: ServiceSettings, **extra: Any) -
     def _opt_int(v: Any) -> int | None:
         return None if v is None else int(v)
 
+    pool = policy.beta_pool
+    genee = {k.removeprefix("genee_"): v for k, v in meta.items() if k.startswith("genee_")}
     return PolicyInfo(
+        beta_pool=None if pool is None else list(pool), genee=genee or None,
         version=int(policy.version), scheme=str(policy.scheme), alpha=float(policy.alpha),
         num_items=int(policy.num_items), updates=int(meta.get("updates", 0) or 0),
         events_learned=int(meta.get("events_learned", 0) or 0),

@@ -59,6 +59,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rollback-min-samples", type=int,
                    help="events per version before rewards are compared (0: no rollback)")
     p.add_argument("--rollback-z", type=float, help="z that triggers a rollback")
+    p.add_argument("--genee", action="store_true", default=None,
+                   help="GenEE service mode (scheme ap): β explores only among a GenEE pool "
+                   "of items that the trainer improves from the feedback (env IALP_GENEE)")
+    p.add_argument("--genee-items",
+                   help="GenEE: the items' texts, row i = item i (an items .tsv/.csv with "
+                   "an item_id column, or one line per item)")
+    p.add_argument("--genee-options", type=json.loads,
+                   help='GenEE: JSON settings of trainer.gee.GEEConfig, e.g. '
+                   '\'{"pool_size": 5, "drop": 1, "impressions": 1000}\'')
     p.add_argument("--seed", type=int)
     p.set_defaults(func=_trainer)
 
@@ -71,7 +80,7 @@ _FIELDS = ("redis_url", "redis_cluster", "stream_shards",
            "alpha_schedule", "alpha_start", "alpha_steps", "alpha_end", "keep_versions", "consumer",
            "claim_idle_ms", "max_deliveries", "metrics_port", "seed", "promotion",
            "gate_margin", "gate_min_samples", "gate_every", "rollback_min_samples",
-           "rollback_z")
+           "rollback_z", "genee", "genee_items", "genee_options")
 
 
 def _trainer(args: argparse.Namespace) -> int:

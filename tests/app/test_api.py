@@ -268,6 +268,24 @@ def test_a_new_replica_starts_from_the_current_version(
     assert http.get(f"{srv.url}/v1/policy").json()["alpha"] == pytest.approx(0.7)
 
 
+def test_a_hot_swapped_version_keeps_its_beta_pool(
+        http: httpx.Client, serve: Callable[[ServiceSettings], ThreadedServer],
+        module_redis: str) -> None:
+    srv = serve(make_settings(module_redis))
+    pool = [5, 9, 13, 21, 30]
+    policy = _ap_policy(40, 1.0, 4)  # α = 1: every item comes from β
+    policy.beta_pool = pool
+    policy.metadata.update(genee_iteration=3, genee_last_ctr=0.5)
+    (version,) = _publish(module_redis, srv.svc.settings.namespace, [policy])
+    _wait_for(lambda: http.get(f"{srv.url}/v1/policy").json()["version"] == version)
+    info = http.get(f"{srv.url}/v1/policy").json()
+    assert info["beta_pool"] == pool
+    assert info["genee"] == {"iteration": 3, "last_ctr": 0.5}
+    for user in range(5):
+        rec = _recommend(http, srv, user_id=user, k=3).json()
+        assert set(rec["items"]) <= set(pool) and set(rec["sources"]) == {"beta"}
+
+
 def test_noop_endpoint_parses_like_recommend(http: httpx.Client,
                                              server: ThreadedServer) -> None:
     ok = http.post(f"{server.url}/v1/noop", json={"user_id": 1, "history": [1, 2], "k": 1})

@@ -15,6 +15,10 @@ Schemes: the learner registered for the scheme does the learning and the mixing 
 (eq. 15: θ frozen, β learned, π̃ = (1-α)·πθ + α·πβ, α annealed) or ``ft`` (θ fine-tuned);
 the trainer feeds it batches and publishes its snapshot. The same learner classes run
 in ``ialp experiment``.
+
+GenEE service mode (``genee``, scheme ``ap``): a :class:`~trainer.online.genee.GenEEMode`
+is fed the same learned transitions as the learner, and every published version restricts
+π_β to its pool (``beta_pool``); see ``trainer/online/genee.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from policy.types import CONTROL_SOURCES, Transition
 from trainer.audit import LearnAudit
 from trainer.online.anneal import GuardedAnneal
 from trainer.online.deployment import Deployment
+from trainer.online.genee import GenEEMode, nan_if_none
 from trainer.online.metrics import TrainerMetrics
 from trainer.online.quarantine import fit_or_isolate, invalid_reason, nonfinite_update
 from trainer.online.rehearsal import Rehearsal
@@ -89,6 +94,10 @@ class TrainerService:
         self.anneal = GuardedAnneal(settings, self.metrics)
         self.deployment = Deployment(settings, policies, self.metrics)
         self._seen_current: int | None = None  # the last current version followed
+        self.genee: GenEEMode | None = None  # built in setup() when settings.genee
+        # The GenEE state of the last publication: what re-learning held-back events
+        # starts from again (see _requeue_held).
+        self._genee_published: dict[str, Any] | None = None
 
     # -- set-up ------------------------------------------------------------------------
     @property
@@ -138,6 +147,9 @@ class TrainerService:
             "events_learned": self.state.events_learned, "created_at": now_iso(),
             "method": self.method, "alpha_step": self.state.anneal_step,
         }
+        if self.genee is not None:
+            policy.beta_pool = self.genee.items
+            policy.metadata.update(self.genee.summary())
         return policy
 
     async def setup(self) -> None:
@@ -155,6 +167,13 @@ class TrainerService:
                                       events_learned=int(meta.get("events_learned", 0) or 0),
                                       alpha_step=0 if fresh else _opt_int(meta.get("alpha_step")))
         self._build_learner(policy)
+        if self.settings.genee:
+            resume = saved.genee if saved is not None else None
+            self.genee = await asyncio.to_thread(GenEEMode.build, self.settings,
+                                                 self.num_items, saved=resume)
+            self._genee_published = self.genee.state_dict()
+            self._genee_metrics()
+        self.state.genee = None  # held by self.genee; written only into saved states
         await self.policies.ensure_seq_at_least(self.state.version)
         if saved is not None:
             # A crash between saving a state and trimming the durable buffer leaves
@@ -333,9 +352,25 @@ class TrainerService:
             self._unpublished_ids.extend(ids)
             self._unpublished_updates += steps
             self._held.extend(learned)
+            if self.genee is not None:
+                # Exactly the learned transitions, once: what the learner learned.
+                await self._feed_genee(learned)
         await self.flush()
         self.metrics.update_seconds.observe(time.perf_counter() - start)
         return stats
+
+    async def _feed_genee(self, learned: list[Transition]) -> None:
+        """Count learned transitions in the GenEE pool (an iteration that ends proposes,
+        possibly through a language model: off the event loop)."""
+        assert self.genee is not None
+        await asyncio.to_thread(self.genee.feed, learned)
+        self._genee_metrics()
+
+    def _genee_metrics(self) -> None:
+        if self.genee is not None:
+            self.metrics.genee_iteration.set(self.genee.pool.iteration)
+            self.metrics.genee_pool_ctr.set(nan_if_none(self.genee.pool_ctr()))
+            self.metrics.genee_last_ctr.set(nan_if_none(self.genee.last_ctr()))
 
     async def _quarantine(self, bad: list[tuple[Transition, str]]) -> None:
         """Park transitions that make the loss non-finite in the dead-letter stream (with
@@ -397,6 +432,11 @@ class TrainerService:
         self.buffer[insert_at:insert_at] = self._held
         self._held = []
         self._publication_due = False
+        if self.genee is not None and self._genee_published is not None:
+            # The pool counted these events too: back to the last publication's pool,
+            # so relearning them counts them once.
+            self.genee.load_state_dict(self._genee_published)
+            self._genee_metrics()
 
     def _sync_alpha_step(self) -> None:
         """An ``ap`` learner anneals its own α: keep its step on the trainer's, which the
@@ -456,8 +496,9 @@ class TrainerService:
             raise NonFinitePolicyError(f"policy has non-finite {', '.join(bad[:5])}")
         blob = await asyncio.to_thread(policy_to_bytes, policy)
         # Disk first: a restart must never resume from something older than Redis serves.
+        genee = self.genee.state_dict() if self.genee is not None else None
         on_disk = TrainerState(version, self.state.updates, self.state.events_learned,
-                               self.state.alpha_step, list(self._consumed_ids))
+                               self.state.alpha_step, list(self._consumed_ids), genee)
         if self.audit is not None and self._unpublished_ids:
             self.audit.learn(self.state.updates, self._unpublished_ids)
         await asyncio.to_thread(save_checkpoint, policy, self.settings.state_dir / POLICY_DIR)
@@ -468,7 +509,11 @@ class TrainerService:
             self._seen_current = version
         self.state.version = version
         self.policy = policy
-        await self._write_stats({"updates": self.state.updates, "version": version})
+        stats = {"updates": self.state.updates, "version": version}
+        if self.genee is not None:
+            self._genee_published = genee
+            stats["genee_iteration"] = self.genee.pool.iteration
+        await self._write_stats(stats)
         self.metrics.version.set(version)
         self.metrics.alpha.set(policy.alpha)
         logger.info("published version %d (α=%.3f, %d updates, %d events learned)",

@@ -65,3 +65,12 @@ class TrainerMetrics:
         self.events_control = Counter(
             "ialp_trainer_events_control", "Feedback of A/B control arms (random, popular): "
             "consumed and counted, never learned.", registry=r)
+        self.genee_iteration = Gauge(
+            "ialp_trainer_genee_iteration", "GenEE service mode: the iteration being "
+            "measured (1-based; past the last one the pool is final).", registry=r)
+        self.genee_pool_ctr = Gauge(
+            "ialp_trainer_genee_pool_ctr", "GenEE service mode: mean reward per pool-item "
+            "impression in the iteration being measured (nan before one).", registry=r)
+        self.genee_last_ctr = Gauge(
+            "ialp_trainer_genee_last_ctr", "GenEE service mode: CTR (mean reward per "
+            "impression) of the pool in the last finished iteration.", registry=r)

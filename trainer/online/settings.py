@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from trainer.transport.settings import DeploymentSettings
@@ -132,3 +132,33 @@ class TrainerSettings(DeploymentSettings):
         "previous − served mean reward that triggers it.")
     rollback_margin: float = Field(
         default=0.0, ge=0.0, description="Automatic rollback: reward drop tolerated.")
+    genee: bool = Field(
+        default=False, description="GenEE service mode (scheme ap only): π_β explores "
+        "only among the items of a Generative Explore-Exploit pool; the trainer measures "
+        "each pool item's mean reward on the learned feedback and, every iteration, drops "
+        "the worst items and proposes new ones from the items' texts (docs/service.md).")
+    genee_items: Path | None = Field(
+        default=None, description="GenEE: the items' texts, row i = item index i: an "
+        "items file of the bring-your-own format (.tsv/.csv with an item_id column; the "
+        "text is the other non-empty columns joined with '; ') or a text file with one "
+        "line per item. Required with genee.")
+    genee_options: dict[str, Any] = Field(
+        default_factory=dict, description="GenEE: settings of trainer.gee.GEEConfig "
+        "(JSON), e.g. {\"pool_size\": 5, \"drop\": 1, \"impressions\": 1000, "
+        "\"iterations\": 15, \"proposer\": \"embedding\"}; impressions (pool-item "
+        "feedback events per iteration) defaults to 1000 here.")
+
+    @model_validator(mode="after")
+    def _check_genee(self) -> TrainerSettings:
+        """GenEE restricts β, so it needs scheme ap, the items' texts and valid options."""
+        if not self.genee:
+            return self
+        if self.scheme != "ap":
+            raise ValueError("genee restricts π_β: it needs scheme 'ap', not "
+                             f"{self.scheme!r}")
+        if self.genee_items is None:
+            raise ValueError("genee needs genee_items, the items' texts file")
+        from trainer.gee import GEEConfig
+
+        GEEConfig.from_hyper(dict(self.genee_options))  # raises, naming the bad setting
+        return self

@@ -8,7 +8,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainer.online.settings import TrainerSettings
 from trainer.transport.publication import PublishedPolicies, start_policy
@@ -40,6 +40,9 @@ class TrainerState:
     consumed_ids: list[str] = field(default_factory=list)
     """Event ids inside this state (learned, or consumed by a refused update) that may
     still sit in Redis' durable buffer: a restart removes exactly these, by id."""
+    genee: dict[str, Any] | None = None
+    """GenEE service mode: the pool's state (``GenEEMode.state_dict``) as of this version,
+    saved in the same atomic write so it always counts exactly this state's events."""
 
     def __post_init__(self) -> None:
         if self.alpha_step == self.updates:
@@ -67,7 +70,8 @@ class TrainerState:
         step = d.get("alpha_step")
         return cls(int(d["version"]), int(d["updates"]), int(d["events_learned"]),
                    None if step is None else int(step),
-                   [str(x) for x in d.get("consumed_ids", [])])
+                   [str(x) for x in d.get("consumed_ids", [])],
+                   d.get("genee"))
 
 
 async def initial_policy(

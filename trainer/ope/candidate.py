@@ -167,7 +167,8 @@ def greedy_variant(policy: MixedPolicy, epsilon: float) -> MixedPolicy:
                       version=policy.version, metadata=policy.metadata, head=policy.head,
                       q_temperature=policy.q_temperature,
                       exploration=replace(policy.exploration, strategy="epsilon",
-                                          epsilon=float(epsilon)))
+                                          epsilon=float(epsilon)),
+                      beta_pool=policy.beta_pool)
     return out
 
 

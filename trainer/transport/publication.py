@@ -40,10 +40,12 @@ def _s(x: Any) -> str:
 
 def policy_summary(policy: MixedPolicy) -> dict[str, Any]:
     """JSON-safe metadata of a policy (what ``GET /v1/policy`` and the meta key show)."""
-    meta = {k: v for k, v in dict(policy.metadata).items()
-            if isinstance(v, str | int | float | bool) or v is None}
+    meta: dict[str, Any] = {k: v for k, v in dict(policy.metadata).items()
+                            if isinstance(v, str | int | float | bool) or v is None}
     meta.update(version=int(policy.version), alpha=float(policy.alpha),
                 scheme=str(policy.scheme), num_items=int(policy.num_items))
+    if policy.beta_pool is not None:
+        meta["beta_pool"] = list(policy.beta_pool)
     return meta
 
 

@@ -47,25 +47,14 @@ the CTR curve), the proposer's counts (fallbacks) and prompt/reply log, and the 
 
 from __future__ import annotations
 
-import dataclasses
-import weakref
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from policy.judge.prompt import Scenario, load_scenario
 from simulator_client.experiments.context import MethodContext, register_method
 from simulator_client.item_features import _text_vectors
 from trainer.agents import EvalActor, StepBatch
-from trainer.gee import (
-    EmbeddingProposer,
-    GEEConfig,
-    GenEEPool,
-    LLMProposer,
-    Proposer,
-    sentence_encoder,
-)
+from trainer.gee import GEEConfig, GenEEPool, Proposer, make_proposer
 
 METHOD_NAME = "gee"
 
@@ -133,7 +122,8 @@ def _settings(ctx: MethodContext) -> dict[str, Any]:
 
 
 def build_proposer(ctx: MethodContext, config: GEEConfig, seed: int) -> Proposer:
-    """The proposer ``config.proposer`` names, for the training environment's catalogue."""
+    """The proposer ``config.proposer`` names, for the training environment's catalogue
+    (:func:`trainer.gee.make_proposer`; the dataset names the default scenario)."""
     env = ctx.train_env
     if env.item_text is None:
         raise ValueError(f"environment {env.name!r} has no item texts: GenEE proposes items "
@@ -141,48 +131,8 @@ def build_proposer(ctx: MethodContext, config: GEEConfig, seed: int) -> Proposer
     texts = list(env.item_text)
     # Encoded once per catalogue and cached on disk (shared with the ``text`` features).
     vectors = _text_vectors(texts, env.num_items)
-    if config.proposer == "embedding":
-        return EmbeddingProposer(vectors, top=config.exploit_top,
-                                 explore_fraction=config.explore_fraction, seed=seed,
-                                 item_text=texts)
-    from policy.judge.hf import HFJudge
-    from policy.judge.openai_http import OpenAIJudge
-    from policy.judge.spec import JudgeSpec, JudgeSpecError
-
-    dataset = env.name.removesuffix("-train")
-    try:
-        spec = JudgeSpec.parse(config.proposer)
-        judge = spec.build(dataset, texts)
-    except JudgeSpecError as exc:
-        raise ValueError(f"invalid gee proposer {config.proposer!r}: {exc}") from exc
-    generate: Callable[[list[str]], list[str]]
-    if isinstance(judge, HFJudge):
-        judge.config = dataclasses.replace(judge.config, max_new_tokens=config.max_new_tokens)
-        generate = judge.generate
-    elif isinstance(judge, OpenAIJudge):
-        judge.config = dataclasses.replace(judge.config, max_tokens=config.max_new_tokens)
-        ask = judge.ask
-
-        def ask_each(prompts: list[str]) -> list[str]:
-            return [ask(p) for p in prompts]
-
-        generate = ask_each
-    else:
-        raise ValueError(f"gee proposer {config.proposer!r}: the {judge.name} judge cannot "
-                         "generate text; use proposer 'embedding' or an hf/openai backend")
-    try:
-        # The scenario the judge options name (a dataset or a file), else the dataset's.
-        scenario: Scenario | None = load_scenario(spec.scenario or dataset)
-    except (KeyError, ValueError):
-        scenario = None
-    proposer = LLMProposer(generate, texts, vectors, sentence_encoder(),
-                           scenario=scenario.scenario if scenario else "recommendation",
-                           item_noun=scenario.item if scenario else "item",
-                           top=config.exploit_top, seed=seed, label=spec.label(),
-                           on_close=judge.close)
-    # The pool closes the judge once it is final; a run cut short closes it on collection.
-    weakref.finalize(proposer, judge.close)
-    return proposer
+    return make_proposer(config, texts, vectors, seed=seed,
+                         dataset=env.name.removesuffix("-train"))
 
 
 def make_gee_agent(ctx: MethodContext, proposer: Proposer | None = None) -> GenEEAgent:
