@@ -10,7 +10,7 @@ live feedback:
   control-arm events excluded: :meth:`GenEEMode.feed` is called exactly where the learner
   is fed) whose action is a pool item counts one impression of that item with its reward,
   whichever network chose it: the CTR analogue of an item is its mean reward per
-  impression, as in ``trainer/gee.py``.
+  impression, as in ``trainer/gee/``.
 * **Iterations.** Once the pool items have ``impressions`` impressions in the current
   iteration (``GEEConfig.impressions``, default :data:`DEFAULT_IMPRESSIONS`), the
   iteration ends: the worst items are dropped and new ones proposed (exploit / explore).
