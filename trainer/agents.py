@@ -51,7 +51,16 @@ class StepBatch:
 
 
 class Agent(Protocol):
-    """What the experiment runner trains and evaluates."""
+    """What the experiment runner trains and evaluates.
+
+    Two optional methods are not members of the protocol (the runner looks for them with
+    ``getattr``): ``report() -> dict`` (method statistics for the results) and
+    ``ranking_scores(histories [B, W], user_ids [B]) -> np.ndarray [B, I]``: a score per
+    catalogue item, higher = likelier to be recommended, from the model the evaluator
+    acts with (``simulator_client.evaluation.next_item_ranking`` ranks the test users'
+    held-out next items with it). An agent without a cheap way to score the whole
+    catalogue leaves ``ranking_scores`` out and the runner records no ranking for it.
+    """
 
     name: str
 
@@ -103,9 +112,10 @@ class OnlineConfig:
 class RandomAgent:
     """Uniform random recommendations; learns nothing (the floor of every table)."""
 
-    def __init__(self, num_items: int, name: str = "random") -> None:
+    def __init__(self, num_items: int, name: str = "random", *, seed: int = 0) -> None:
         self.name = name
         self.num_items = num_items
+        self._score_rng = np.random.default_rng(np.random.SeedSequence([seed, 47]))
 
     def act(
         self, histories: np.ndarray, user_ids: np.ndarray, rng: np.random.Generator
@@ -123,6 +133,10 @@ class RandomAgent:
             return rng.integers(0, self.num_items, size=len(histories))
 
         return act
+
+    def ranking_scores(self, histories: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+        """Seeded uniform random scores ``[B, I]`` (the chance level of a ranking)."""
+        return self._score_rng.random((len(histories), self.num_items))
 
 
 @dataclass
@@ -236,6 +250,15 @@ class LearnerAgent:
     def snapshot(self) -> MixedPolicy:
         """Independent copy of the current policy."""
         return self.learner.snapshot()
+
+    def ranking_scores(self, histories: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+        """π̃'s probabilities ``[B, I]`` (the α-mixture for A-iALP_ap), the distribution the
+        evaluator acts from: its exploration (ε, sampling, greedy) keeps their order.
+
+        Read through the live weights, which equal :meth:`evaluator`'s snapshot while
+        nothing is learned, and without copying the network for every batch. Subclasses
+        that re-rank the actor's proposals (llm-online's judge) are scored by the actor."""
+        return self.learner.acting_policy().probs(histories, user_ids)
 
     def evaluator(self) -> EvalActor:
         policy = self._masked(self.learner.snapshot())

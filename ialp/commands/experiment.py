@@ -11,6 +11,17 @@ from ialp.output import format_table, print_json
 TABLE_COLUMNS = ["method", "return", "return_std", "length", "r_avg", "R@0", "updates", "seconds",
                  "ms/step"]
 """ms/step: wall milliseconds per training decision (network, plus the judge for llm-online)."""
+RANKING_COLUMNS = ["hr@10", "ndcg@10"]
+"""Offline next-item accuracy of the final model (held-out last item of each test user's
+log); shown when some method was ranked, empty for one that was not."""
+
+
+def table_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """``TABLE_COLUMNS``, with ``RANKING_COLUMNS`` after R_avg when a row has them."""
+    if not any(c in row for row in rows for c in RANKING_COLUMNS):
+        return list(TABLE_COLUMNS)
+    at = TABLE_COLUMNS.index("r_avg") + 1
+    return [*TABLE_COLUMNS[:at], *RANKING_COLUMNS, *TABLE_COLUMNS[at:]]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -213,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.env}: {args.steps} training interactions per method, seed {args.seed}; "
             f"final test metrics over {args.eval_episodes} episodes"
         )
-        print(format_table(table_rows(results), TABLE_COLUMNS))
+        rows = table_rows(results)
+        print(format_table(rows, table_columns(rows)))
         print(f"wrote {args.out}/results.json and {args.out}/curves.png")
     return 0

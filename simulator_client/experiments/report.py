@@ -9,10 +9,12 @@ from simulator_client.experiments.context import CURVE_METRICS
 
 
 def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Table 5 style rows: final Return, Length and R_avg per method."""
+    """Table 5 style rows: final Return, Length and R_avg per method, with the final
+    model's hr@10 and ndcg@10 (``next_item_ranking``) where it was ranked."""
     rows = []
     for name, res in results["methods"].items():
         final = res["final"]
+        ranking = res.get("ranking") or {}
         rows.append(
             {
                 "method": name,
@@ -20,6 +22,7 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "return_std": final["return_std"],
                 "length": final["length"],
                 "r_avg": final["r_avg"],
+                **{key: ranking[key] for key in ("hr@10", "ndcg@10") if key in ranking},
                 "R@0": res["curve"][0]["return"],
                 "updates": res["train"]["updates"],
                 "seconds": res["train"]["seconds"],

@@ -8,7 +8,10 @@ pre-trained iALP, LLMOnline, a bandit) plug in with :func:`register_method`.
 One run = for each method, from the same seed: ``steps`` user interactions with the
 training environment (``num_envs`` users in parallel, each finished user replaced by a new
 one), with an evaluation of ``eval_episodes`` test episodes at step 0, every ``eval_every``
-steps and at the end. Evaluations of all methods use the same test users and seed.
+steps and at the end. Evaluations of all methods use the same test users and seed. After
+the last one, an agent that can score the whole catalogue (``ranking_scores``) is also
+ranked on the test users' held-out last items (``next_item_ranking``: hr@10, ndcg@10;
+the result's ``"ranking"``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from tqdm.auto import tqdm
 from policy.checkpoint import save_checkpoint
 from policy.config import PolicyConfig
 from simulator_client.envs.base import BatchObs, RecBatchEnv
-from simulator_client.evaluation import evaluate
+from simulator_client.evaluation import evaluate, next_item_ranking
 from simulator_client.experiments import methods as _methods  # noqa: F401  (registers them)
 from simulator_client.experiments.context import (
     _METHODS,
@@ -52,7 +55,7 @@ def build_agent(ctx: MethodContext) -> Agent:
     if ctx.name in _METHODS:
         return _METHODS[ctx.name](ctx)
     if ctx.name == "random":
-        return RandomAgent(ctx.train_env.num_items)
+        return RandomAgent(ctx.train_env.num_items, seed=ctx.seed)
     if ctx.name in available_learners():
         return learner_agent(ctx)
     raise KeyError(f"unknown method {ctx.name!r}; known: {', '.join(available_methods())}")
@@ -185,6 +188,16 @@ def train_method(
     bar.close()
     if config.steps > 0:
         run_eval(steps)
+    # Offline accuracy of the final model (after the step-0 evaluation when steps == 0):
+    # held-out next items of the test users, for agents that can score every item.
+    ranking: dict[str, float] | None = None
+    scorer = getattr(agent, "ranking_scores", None)
+    if callable(scorer):
+        ranking_started = time.perf_counter()
+        ranking = next_item_ranking(test_env, scorer, k=10, seed=eval_seed)
+        eval_seconds += time.perf_counter() - ranking_started
+        if not ranking["cases"]:  # no test log of two items or more: nothing measured
+            ranking = None
     seconds = time.perf_counter() - started
     if out_dir is not None and isinstance(agent, LearnerAgent):
         save_checkpoint(agent.snapshot(), out_dir / "policies" / name)
@@ -211,6 +224,8 @@ def train_method(
         "pretrain": ctx.notes.get("pretrain"),
         # Method-specific statistics (e.g. llm-online's judge timing and answer rates).
         "report": report() if callable(report := getattr(agent, "report", None)) else {},
+        # Leave-last-out hr@10 / ndcg@10 on the test users' logs (next_item_ranking).
+        **({"ranking": ranking} if ranking is not None else {}),
         "policy_config": ctx.policy_config.to_dict() if name != "random" else None,
     }
 

@@ -47,6 +47,7 @@ def _aggregate_runs(files: list[Path], methods: Sequence[str]) -> dict[str, Any]
             curve.append(row)
         seconds = [r["methods"][name]["train"]["seconds"] for r in runs if name in r["methods"]]
         ctr = _ctr_curve([r["methods"][name] for r in runs if name in r["methods"]])
+        ranking = _ranking([r["methods"][name] for r in runs if name in r["methods"]])
         out[name] = {
             "curve": curve,
             "at0": curve[0],
@@ -55,8 +56,22 @@ def _aggregate_runs(files: list[Path], methods: Sequence[str]) -> dict[str, Any]
             "seeds": len(curves),
             "seconds": _stats(seconds),
             **({"ctr_curve": ctr} if ctr else {}),
+            **({"ranking": ranking} if ranking else {}),
         }
     return out
+
+
+RANKING_METRICS = ("hr@10", "ndcg@10")
+"""Offline next-item accuracy of a run's final model (``runner.train_method``'s
+``"ranking"``), aggregated over seeds; the last columns of Table 6."""
+
+
+def _ranking(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """HR@10 and NDCG@10 (mean ± std over the seeds that recorded them); empty for a
+    method without a ranking (e.g. the VW bandit)."""
+    ranked = [r["ranking"] for r in results if r.get("ranking")]
+    return {key: _stats([r[key] for r in ranked]) for key in RANKING_METRICS
+            if ranked and all(key in r for r in ranked)}
 
 
 def _ctr_curve(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -274,18 +289,23 @@ def _table(summary: dict[str, Any], point: str, suffix: str) -> list[str]:
 
 
 def _beyond_table(summary: dict[str, Any]) -> list[str]:
-    """Table 6: diversity, novelty and coverage of the final evaluation."""
+    """Table 6: diversity, novelty and coverage of the final evaluation, and the final
+    model's HR@10 and NDCG@10 on the test users' held-out last items."""
     labels = summary.get("labels", LABELS)
     envs = list(summary["results"])
     head = "| Method | " + " | ".join(
-        f"{e} diversity | {e} novelty | {e} coverage" for e in envs) + " |"
-    lines = [head, "|---|" + "---:|" * (3 * len(envs))]
+        f"{e} diversity | {e} novelty | {e} coverage | {e} HR@10 | {e} NDCG@10"
+        for e in envs) + " |"
+    per_env = len(BEYOND_METRICS) + len(RANKING_METRICS)
+    lines = [head, "|---|" + "---:|" * (per_env * len(envs))]
     for name in summary["methods"]:
         cells = []
         for e in envs:
             agg = summary["results"][e].get(name)
             final = agg["final"] if agg is not None else {}
+            ranking = (agg or {}).get("ranking", {})
             cells += [_fmt(final[k], 3) if k in final else "–" for k in BEYOND_METRICS]
+            cells += [_fmt(ranking[k], 3) if k in ranking else "–" for k in RANKING_METRICS]
         lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -413,7 +433,15 @@ def write_results_md(suite_json: str | Path, docs_dir: str | Path, *,
         "vectors of the environment); novelty: mean −log2 of the recommended items' "
         "share of the training interactions (higher = less popular); coverage: distinct "
         "items recommended over all test episodes / catalogue size "
-        "(definitions in `simulator_client/metrics.py`).",
+        "(definitions in `simulator_client/metrics.py`). HR@10 and NDCG@10: offline "
+        "accuracy of the final model, leave-last-out on each test user's log (Coat: the "
+        "rated items, least to most liked): the model scores every item given the rest of "
+        "the log, history items are excluded from the ranking, and the held-out last item "
+        "counts as a hit when it ranks in the top 10 (NDCG: 1 / log2(rank + 1), ties "
+        "broken at random); users whose last item is already in their history are "
+        "skipped. On Coat the test users and logs are the training ones, so this is an "
+        "in-sample fit there. – : the method cannot score the whole catalogue "
+        "(`simulator_client/evaluation.py`, `next_item_ranking`).",
         "",
         *_beyond_table(summary),
         "",

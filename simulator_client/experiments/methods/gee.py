@@ -111,6 +111,14 @@ class GenEEAgent:
 
         return act
 
+    def ranking_scores(self, histories: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+        """1 for the items of the current pool, 0 elsewhere ``[B, I]``: the pool is served
+        uniformly (:meth:`evaluator`), so its items tie and the ranking's random tie-break
+        orders them as a uniform draw would."""
+        scores = np.zeros((len(histories), self.pool.num_items), dtype=np.float64)
+        scores[:, np.asarray(self.pool.pool, dtype=np.int64)] = 1.0
+        return scores
+
     def report(self) -> dict[str, Any]:
         """Per-iteration log, final pool, proposer statistics and settings."""
         return {**self.pool.report(), "impressions_per_iteration": self.impressions}

@@ -127,6 +127,11 @@ class FrozenAgent:
 
         return act
 
+    def ranking_scores(self, histories: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+        """The fixed policy's probabilities ``[B, I]``: greedy evaluation takes their
+        largest, sampled evaluation draws from them (same order either way)."""
+        return self.policy.probs(histories, user_ids)
+
 
 # -- πθ: load or pre-train --------------------------------------------------------------
 def theta_cache_path(env_name: str, seed: int, policy_config: PolicyConfig,

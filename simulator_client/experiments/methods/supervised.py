@@ -188,6 +188,10 @@ class SupervisedAgent:
 
         return act
 
+    def ranking_scores(self, histories: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+        """The next-item model's probabilities ``[B, I]`` (the evaluator takes the top)."""
+        return self.policy.probs(histories, user_ids)
+
     def report(self) -> dict[str, Any]:
         return self._report
 
@@ -210,6 +214,9 @@ class PopularAgent:
         self.updates = 0
         # Stable order: ties broken by item id, so results are deterministic.
         self.order = np.argsort(-np.asarray(counts), kind="stable")
+        # Scores that rank exactly as ``order`` (count ties included): I for the first.
+        self._scores = np.empty(len(self.order), dtype=np.float64)
+        self._scores[self.order] = np.arange(len(self.order), 0, -1, dtype=np.float64)
 
     def _choose(self, histories: np.ndarray) -> np.ndarray:
         out = np.empty(len(histories), dtype=np.int64)
@@ -232,6 +239,11 @@ class PopularAgent:
             return self._choose(histories)
 
         return act
+
+    def ranking_scores(self, histories: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+        """The training-log counts as a ranking ``[B, I]``, the same for every user; items
+        with equal counts are ordered by id, as the agent acts, not left tied."""
+        return np.broadcast_to(self._scores, (len(histories), len(self._scores)))
 
 
 def make_popular_agent(ctx: MethodContext) -> Agent:

@@ -211,7 +211,12 @@ class _Scorer:
 
 
 class VWBanditAgent:
-    """``Agent`` running a VW ``cb_explore_adf`` learner (one decision per user)."""
+    """``Agent`` running a VW ``cb_explore_adf`` learner (one decision per user).
+
+    It has no ``ranking_scores``: a prediction is the explored distribution over the
+    offered candidates (under ε-greedy the best one above a flat rest), not a score per
+    item, and large catalogues offer only a bounded candidate set, so it has no cheap
+    ranking of the whole catalogue (the runner records no next-item ranking for it)."""
 
     def __init__(
         self,

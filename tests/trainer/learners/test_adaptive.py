@@ -228,7 +228,15 @@ def test_tiny_paper_suite_writes_the_tables(tmp_path: Path) -> None:
     # Table 6: the beyond-accuracy metrics of every evaluation, aggregated over the seeds.
     for key in ("diversity", "novelty", "coverage"):
         assert res["a2c"]["final"][key]["mean"] > 0 and res["a2c"]["final"][key]["n"] == 2
-    assert "| coat diversity | coat novelty | coat coverage |" in text
+    assert "| coat diversity | coat novelty | coat coverage | coat HR@10 | coat NDCG@10 |" in text
+    # ... and the final models' held-out next-item accuracy, where a method can rank.
+    for name in ("sasrec", "popular", "random", "a2c", "ialp", "ialp-ap", "gee"):
+        for key in ("hr@10", "ndcg@10"):
+            assert 0.0 <= res[name]["ranking"][key]["mean"] <= 1.0
+            assert res[name]["ranking"][key]["n"] == 2
+    assert "ranking" not in res["vw-bandit"]  # no cheap score of every item: "–"
+    # Coat's last rated item is the most liked: chance is 10 of the ~277 unrated items.
+    assert res["sasrec"]["ranking"]["hr@10"]["mean"] > 2 * 10 / 277
     # GenEE's CTR per iteration: aggregated over seeds, plotted and tabled; only GenEE has it.
     ctr = res["gee"]["ctr_curve"]
     assert len(ctr) >= 2 and all(p["ctr"]["n"] == 2 for p in ctr)
