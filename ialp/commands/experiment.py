@@ -50,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--eval-greedy", action="store_true",
-        help="evaluate greedily instead of with each method's exploration",
+        help="evaluate greedily instead of with each method's exploration (also in a "
+        "suite: every learner's evaluations act greedily, as the VW peer's and frozen "
+        "iALP's do)",
     )
     p.add_argument(
         "--mask-history", action=argparse.BooleanOptionalAction, default=True,
@@ -141,6 +143,8 @@ def _run_suite(args: argparse.Namespace) -> int:
         extra["experiment"] = {"steps": args.suite_steps, "eval_every": args.suite_steps // 10}
     if args.logs != "all":
         extra.setdefault("experiment", {})["logs"] = args.logs
+    if args.eval_greedy:  # every learner evaluated greedily, as the VW peer and frozen iALP
+        extra.setdefault("experiment", {})["online"] = {"eval_explore": False}
     if args.suite_eval_episodes:
         extra.setdefault("experiment", {})["eval_episodes"] = args.suite_eval_episodes
     try:
