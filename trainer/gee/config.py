@@ -4,8 +4,10 @@ docstring (:mod:`trainer.gee`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from policy.settings import settings_from
 
 PROPOSERS_BUILTIN = ("embedding",)
 """Proposers that need no language model; any other ``proposer`` string is a judge spec."""
@@ -76,12 +78,7 @@ class GEEConfig:
     def from_hyper(cls, hyper: dict[str, Any]) -> GEEConfig:
         """The config of a method's hyperparameters; unknown keys are an error that names
         the known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(hyper) - known)
-        if unknown:
-            raise ValueError(f"unknown gee setting(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(known))}")
-        return cls(**hyper)
+        return settings_from(cls, hyper, "gee")
 
     def impressions_for(self, steps: int) -> int:
         """Impressions per iteration inside a run of ``steps`` interactions."""

@@ -5,8 +5,10 @@ and the ways negatives may be drawn. Why each default is what it is: the package
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from policy.settings import settings_from
 
 METHOD_NAME = "laac"
 NEGATIVE_SAMPLING = ("uniform", "popularity")
@@ -94,9 +96,4 @@ class LAACConfig:
     @classmethod
     def from_hyper(cls, hyper: Mapping[str, Any]) -> LAACConfig:
         """The config of a ``--hyper`` mapping; unknown keys are an error naming the known."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(hyper) - known)
-        if unknown:
-            raise ValueError(f"unknown {METHOD_NAME} setting(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(known))}")
-        return cls(**hyper)
+        return settings_from(cls, hyper, METHOD_NAME)

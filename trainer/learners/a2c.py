@@ -35,6 +35,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -205,7 +206,7 @@ class A2CLearner(BaseLearner):
         total = actor_loss + critic_loss - self.hyper.entropy_coef * entropy
         extra: dict[str, torch.Tensor] = {}
         if self.anchor_net is not None:
-            kl = self._anchor_kl(batch, log_pi, mask)
+            kl = self._anchor_kl(batch.histories, batch.user_ids, log_pi, mask)
             total = total + self.hyper.anchor * kl
             extra["anchor_kl"] = kl
         return {
@@ -220,13 +221,42 @@ class A2CLearner(BaseLearner):
             **extra,
         }
 
-    def _anchor_kl(self, batch: TransitionBatch, log_pi: torch.Tensor,
-                   mask: torch.Tensor | None) -> torch.Tensor:
-        """Mean KL(π₀(·|s) ‖ π(·|s)) over the batch, π₀ the frozen starting actor."""
+    def imitate(self, histories: np.ndarray, user_ids: np.ndarray | None,
+                candidates: np.ndarray, labels: np.ndarray, *, weight: float = 1.0
+                ) -> dict[str, float]:
+        """One listwise step towards a judge's choices: the actor's softmax restricted to
+        each row's candidates, cross-entropy against the chosen one.
+
+        ``histories`` [B, L] (PAD-padded), ``candidates`` [B, k] item ids, ``labels`` [B]
+        the index of the chosen candidate. Only the ranking *within* the candidate list
+        is taught (the items the judge never saw keep their scores), which is what one
+        answer says: the picked item above the k − 1 others. With an ``anchor`` the KL to
+        the starting actor is added, as in :meth:`update`."""
+        self.net.train()
+        h = torch.as_tensor(histories, dtype=torch.long)
+        u = None if user_ids is None else torch.as_tensor(user_ids, dtype=torch.long)
+        cands = torch.as_tensor(candidates, dtype=torch.long)  # [B, k]
+        y = torch.as_tensor(labels, dtype=torch.long)  # [B]
+        logits = self.net.actor(self.net.encode(h, u))  # [B, I]
+        listwise = F.cross_entropy(logits.gather(1, cands), y)  # over [B, k]
+        loss = weight * listwise
+        out = {"listwise_loss": float(listwise.detach())}
+        if self.anchor_net is not None:
+            mask = self.history_mask(h)
+            log_pi = F.log_softmax(logits if mask is None else logits.masked_fill(mask, -1e9),
+                                   dim=-1)
+            kl = self._anchor_kl(h, u, log_pi, mask)
+            loss = loss + self.hyper.anchor * kl
+            out["listwise_anchor_kl"] = float(kl.detach())
+        out["listwise_grad_norm"] = self._step(loss)
+        return out
+
+    def _anchor_kl(self, histories: torch.Tensor, user_ids: torch.Tensor | None,
+                   log_pi: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Mean KL(π₀(·|s) ‖ π(·|s)) over the states, π₀ the frozen starting actor."""
         assert self.anchor_net is not None
         with torch.no_grad():
-            logits0 = self.anchor_net.actor(self.anchor_net.encode(batch.histories,
-                                                                   batch.user_ids))
+            logits0 = self.anchor_net.actor(self.anchor_net.encode(histories, user_ids))
             if mask is not None:
                 logits0 = logits0.masked_fill(mask, -1e9)
             log_p0 = F.log_softmax(logits0, dim=-1)

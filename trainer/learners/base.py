@@ -6,9 +6,7 @@ import copy
 from dataclasses import asdict
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from policy.actor_critic import ActorCritic
@@ -148,44 +146,6 @@ class BaseLearner:
         self.optimizer.step()
         self.steps += 1
         return float(norm)
-
-    def imitate(self, histories: np.ndarray, user_ids: np.ndarray | None,
-                candidates: np.ndarray, labels: np.ndarray, *, weight: float = 1.0
-                ) -> dict[str, float]:
-        """One listwise step towards a judge's choices: the actor's softmax restricted to
-        each row's candidates, cross-entropy against the chosen one.
-
-        ``histories`` [B, L] (PAD-padded), ``candidates`` [B, k] item ids, ``labels`` [B]
-        the index of the chosen candidate. Only the ranking *within* the candidate list
-        is taught (the items the judge never saw keep their scores), which is what one
-        answer says: the picked item above the k − 1 others. An ``anchor_net`` (when the
-        learner keeps one) adds its KL to the starting actor, as in :meth:`update`."""
-        self.net.train()
-        h = torch.as_tensor(histories, dtype=torch.long)
-        u = None if user_ids is None else torch.as_tensor(user_ids, dtype=torch.long)
-        cands = torch.as_tensor(candidates, dtype=torch.long)  # [B, k]
-        y = torch.as_tensor(labels, dtype=torch.long)  # [B]
-        state = self.net.encode(h, u)  # [B, H]
-        logits = self.net.actor(state)  # [B, I]
-        listwise = F.cross_entropy(logits.gather(1, cands), y)  # over [B, k]
-        loss = weight * listwise
-        out = {"listwise_loss": float(listwise.detach())}
-        anchor = getattr(self, "anchor_net", None)
-        anchor_w = float(getattr(self.hyper, "anchor", 0.0))
-        if anchor is not None and anchor_w > 0:
-            mask = self.history_mask(h)
-            log_pi = F.log_softmax(logits if mask is None else logits.masked_fill(mask, -1e9),
-                                   dim=-1)
-            with torch.no_grad():
-                logits0 = anchor.actor(anchor.encode(h, u))
-                if mask is not None:
-                    logits0 = logits0.masked_fill(mask, -1e9)
-                log_p0 = F.log_softmax(logits0, dim=-1)
-            kl = (log_p0.exp() * (log_p0 - log_pi)).sum(dim=1).mean()
-            loss = loss + anchor_w * kl
-            out["listwise_anchor_kl"] = float(kl.detach())
-        out["listwise_grad_norm"] = self._step(loss)
-        return out
 
     def _metadata(self) -> dict[str, Any]:
         return {

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from policy.checkpoint import build_network
 from policy.config import PolicyConfig
 from policy.item_features import ItemFeatures, item_counts
 from policy.mixed import MixedPolicy
+from policy.settings import settings_from
 from policy.types import PAD, pad_histories
 from simulator_client.experiments.context import MethodContext, register_method
 from trainer.agents import Agent, EvalActor, OnlineConfig, StepBatch
@@ -66,12 +67,7 @@ class SASRecConfig:
 
     @classmethod
     def from_hyper(cls, hyper: dict[str, Any]) -> SASRecConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(hyper) - known)
-        if unknown:
-            raise ValueError(f"unknown {METHOD_NAME} setting(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(known))}")
-        return cls(**hyper)
+        return settings_from(cls, hyper, METHOD_NAME)
 
 
 def next_item_examples(logs: Sequence[Any], users: Sequence[int], max_len: int

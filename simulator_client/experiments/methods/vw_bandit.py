@@ -37,13 +37,14 @@ millisecond.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from policy.item_features import ItemFeatures
+from policy.settings import settings_from
 from policy.types import PAD
 from simulator_client.envs.base import RecBatchEnv
 from simulator_client.experiments.context import MethodContext, register_method
@@ -117,17 +118,10 @@ class VWBanditConfig:
     @classmethod
     def from_hyper(cls, hyper: dict[str, Any]) -> VWBanditConfig:
         """Build from a ``--hyper`` dictionary, refusing unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(hyper) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown {METHOD_NAME} setting(s) {', '.join(unknown)}; known: "
-                f"{', '.join(sorted(known))}"
-            )
         values = dict(hyper)
         if "interactions" in values:
             values["interactions"] = tuple(values["interactions"])
-        return cls(**values)
+        return settings_from(cls, values, METHOD_NAME)
 
     def vw_args(self, seed: int) -> str:
         """The VW command line of a fresh learner."""
