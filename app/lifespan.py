@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 
 from app.ab import ABArms, ArmsError, parse_arms, popularity_loop
+from app.decider import Decider
 from app.decision_shards import ShardedDecisionStore
 from app.decisions import DecisionStore
 from app.item_ids import ItemIds
@@ -110,6 +111,31 @@ def _sampling_seed(seed: int) -> int:
     return seed
 
 
+def build_decision_store(settings: ServiceSettings, url: str,
+                         client: Any | None) -> DecisionStore:
+    """The deployment's decision store on ``url`` (one stream's layout or the sharded
+    one), with a blocking client for writers off the event loop; ``client`` is the
+    asyncio client, or ``None`` in a process that only writes (the decider), which then
+    uses the blocking client for everything."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # The forward-pass thread (or the decider) writes each batch's decisions itself, on
+    # a blocking client: the event loop spends no time on those round trips.
+    blocking = sync_redis_client(
+        url, cluster=settings.redis_cluster, socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0))
+    options: dict[str, Any] = dict(
+        ttl_s=settings.decision_ttl_s,
+        default_reward_after_s=(settings.default_reward_after_s
+                                if settings.default_reward is not None else None),
+        cap=settings.decision_cap, blocking_client=blocking)
+    shards = settings.shards(url)
+    client = blocking if client is None else client
+    return (DecisionStore(client, shards.keys, **options) if not shards.tagged
+            else ShardedDecisionStore(client, shards, **options))
+
+
 def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespan:
     """The application's lifespan: opens every resource, publishes them as
     ``app.state.svc`` (a :class:`ServiceState`) and releases them on shut-down."""
@@ -118,7 +144,6 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from redis.asyncio.retry import Retry as AsyncRetry
         from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
         if settings.torch_threads:
             import torch
@@ -164,30 +189,32 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
             metrics.policy_swaps.inc()
 
         holder = PolicyHolder(policy, on_swap=on_swap)
-        decision_options: dict[str, Any] = dict(
-            ttl_s=settings.decision_ttl_s,
-            default_reward_after_s=(settings.default_reward_after_s
-                                    if settings.default_reward is not None else None),
-            cap=settings.decision_cap,
-            # The forward-pass thread writes each batch's decisions itself, on a blocking
-            # client: the event loop spends no time on those round trips.
-            blocking_client=sync_redis_client(
-                url, cluster=settings.redis_cluster, socket_timeout=settings.redis_timeout_s,
-                socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0)))
+        store = build_decision_store(settings, url, client)
         shadow = Shadow(metrics, expected_num_items=policy.num_items, seed=settings.seed,
                         fraction=settings.shadow_fraction) if settings.shadow else None
         watcher = PolicyWatcher(holder, policies, poll_s=settings.policy_poll_s,
                                 expected_num_items=policy.num_items,
                                 on_reject=metrics.policy_rejected.inc, shadow=shadow)
-        store = (DecisionStore(client, keys, **decision_options) if not shards.tagged
-                 else ShardedDecisionStore(client, shards, **decision_options))
         bus = make_bus(client, shards, dedup_ttl_s=settings.dedup_ttl_s)
         gate = RedisGate(settings.redis_cooldown_s)
+        decider = None
+        if settings.decider and settings.micro_batching and ab is None \
+                and policy.has_sampler:
+            # The first version is loaded before serving starts; later ones load in the
+            # background while the forward-pass thread decides their first batches.
+            decider = Decider(threads=settings.torch_threads or 1)
+            decider.start()
+            try:
+                await decider.setup(settings, url, _sampling_seed(settings.seed) + 1)
+                await decider.register(policy)
+            except BaseException:
+                await decider.stop()
+                raise
         recommender = Recommender(
             holder, store, gate, metrics, micro_batching=settings.micro_batching,
             max_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
             seed=_sampling_seed(settings.seed), shadow=shadow, ab=ab,
-            max_queue_wait_ms=settings.max_queue_wait_ms)
+            max_queue_wait_ms=settings.max_queue_wait_ms, decider=decider)
         svc = ServiceState(settings, metrics, client, keys, policies, holder, watcher,
                            store, bus, gate, recommender, item_ids, embedded, shadow, ab,
                            shards=shards)
@@ -217,8 +244,9 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
                 await asyncio.to_thread(shadow.close)
             with contextlib.suppress(Exception):
                 await client.aclose()
-            with contextlib.suppress(Exception):
-                decision_options["blocking_client"].close()
+            if store.blocking_client is not None:
+                with contextlib.suppress(Exception):
+                    store.blocking_client.close()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
 

@@ -35,6 +35,10 @@ class ServiceMetrics:
         self.forward_seconds = Histogram(
             "ialp_recommend_forward_seconds", "Time of one batched forward pass.",
             registry=r, buckets=_LATENCY_BUCKETS)
+        self.decided_in = Counter(
+            "ialp_recommend_batches_total", "Micro-batches decided, by where: 'decider' "
+            "(the child process, app.decider) or 'thread' (the forward-pass thread).",
+            ["where"], registry=r)
         self.recommendations = Counter(
             "ialp_recommendations_total", "Slates served.", registry=r)
         self.decision_store_errors = Counter(

@@ -4,8 +4,15 @@ With micro-batching on, at most ``max_size`` concurrent requests share one call 
 ``MixedPolicy.act_batch``: requests that arrive while a forward pass runs form the next
 batch, and the first request of a batch waits (at most ``max_wait_ms``) for as many
 requests as the largest of the recent batches held, so a lone client never waits. The
-decisions of a batch are written to Redis in one round trip. Forward passes run on a
-single worker thread so the event loop keeps accepting requests meanwhile.
+decisions of a batch are written to Redis in one round trip.
+
+Where a batch is decided: k = 1 calls from θ alone go to the decider process
+(:mod:`app.decider`, on by default with more than one core), which draws, runs the
+frozen sampler and writes the decisions itself; two batches are then in flight (the
+clients split in two halves up to ``SPLIT_MAX_ITEMS`` items), so the event loop parses
+one half's requests while the other half is decided. Everything else (k > 1, β mixing,
+A/B arms, a decider that is not running or has not loaded the served version yet) runs
+on a single forward-pass thread, one batch at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.ab import CONTROL_ARMS, MIXED, ABArms
+from app.decider import Decider, DeciderError
 from app.decisions import Decision, DecisionStore
 from app.metrics import ServiceMetrics
 from app.policy_holder import PolicyHolder
@@ -47,6 +55,13 @@ def _plan(policy: MixedPolicy, calls: Sequence[RecommendCall]) -> ActPlan:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+SPLIT_MAX_ITEMS = 16384
+"""Largest catalogue whose micro-batches are split in two overlapping halves when a
+decider process serves them (measured with 16 closed-loop clients: 4,606 items
+2,409 req/s split; 100,000 items 807 req/s split, against whole batches, see
+docs/performance.md)."""
 
 
 class OverloadedError(RuntimeError):
@@ -79,9 +94,23 @@ class Recommender:
                  metrics: ServiceMetrics, *, micro_batching: bool = True,
                  max_size: int = 64, max_wait_ms: float = 2.0, seed: int = 0,
                  shadow: Shadow | None = None, ab: ABArms | None = None,
-                 max_queue_wait_ms: float | None = None) -> None:
+                 max_queue_wait_ms: float | None = None,
+                 decider: Decider | None = None) -> None:
         """``store`` may be ``None`` (decisions are then not recorded); ``shadow`` runs the
-        candidate on every answered batch."""
+        candidate on every answered batch; ``decider`` (a started :class:`Decider`)
+        decides k = 1 batches in its own process, two batches in flight."""
+        self.decider = decider
+        # Batches in flight: with a decider the event loop parses the next batch while
+        # one is decided (no interpreter lock to wait for); with the forward-pass thread
+        # a second batch would only make the thread wait for the lock (see app.decider).
+        # Not above SPLIT_MAX_ITEMS: there a half batch's forward pass costs nearly a
+        # whole one's (the head's product streams the whole [H + 1, I] item matrix once
+        # per batch), so whole batches, one at a time, serve more.
+        self._slot_count = (2 if decider is not None
+                            and holder.policy.num_items <= SPLIT_MAX_ITEMS else 1)
+        self._slots = asyncio.Semaphore(self._slot_count)
+        self._in_flight = 0  # calls in the batches being served
+        self._tasks: set[asyncio.Task[None]] = set()
         self.shadow = shadow
         self.ab = ab
         self.holder = holder
@@ -108,12 +137,14 @@ class Recommender:
             self._task = asyncio.create_task(self._loop(), name="micro-batcher")
 
     async def stop(self) -> None:
-        """Stop the loop, fail waiting calls, release the worker thread."""
-        if self._task is not None:
-            self._task.cancel()
+        """Stop the loop, fail waiting calls, release the worker thread and the decider."""
+        for task in [*self._tasks, *([self._task] if self._task is not None else [])]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._task = None
+        if self.decider is not None:
+            await self.decider.stop()
         pending, self._pending = self._pending, []
         for call in pending:
             if not call.future.done():
@@ -151,26 +182,41 @@ class Recommender:
         while True:
             if not self._pending:
                 await self._wait(1, None)
-            # Company: as many calls as the largest of the recent batches (a measure of
-            # how many clients are in flight), waiting at most max_wait_s. A lone client
-            # never waits; sixteen closed-loop clients share one forward pass and one
-            # Redis round trip instead of two or three.
-            target = min(self.max_size, max(self._recent_sizes, default=1))
+            await self._slots.acquire()
+            # Company: as many calls as the largest recent count of clients (a batch plus
+            # the calls then in flight), less those in flight now, waiting at most
+            # max_wait_s. A lone client never waits; sixteen closed-loop clients share
+            # one forward pass and one Redis round trip (or two overlapping ones).
+            clients = max(self._recent_sizes, default=1)
+            # With two batches in flight the clients are split in two: one half is
+            # decided while the event loop parses the other's requests.
+            share = min(self.max_size, -(-clients // self._slot_count))  # ceil
+            target = max(1, min(share, clients - self._in_flight))
             if len(self._pending) < target and self.max_wait_s > 0:
                 await self._wait(target, self.max_wait_s)
-            batch = self._pending[: self.max_size]
-            del self._pending[: self.max_size]
+            batch = self._pending[:share]
+            del self._pending[:share]
             batch = self._drop_stale(batch)
             if not batch:
+                self._slots.release()
                 continue
-            self._recent_sizes.append(len(batch))
-            try:
-                await self._serve(batch)
-            except asyncio.CancelledError:
-                for call in batch:
-                    if not call.future.done():
-                        call.future.set_exception(RuntimeError("service shutting down"))
-                raise
+            self._recent_sizes.append(len(batch) + self._in_flight + len(self._pending))
+            task = asyncio.create_task(self._serve_batch(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve_batch(self, batch: list[RecommendCall]) -> None:
+        self._in_flight += len(batch)
+        try:
+            await self._serve(batch)
+        except asyncio.CancelledError:
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(RuntimeError("service shutting down"))
+            raise
+        finally:
+            self._in_flight -= len(batch)
+            self._slots.release()
 
     def _drop_stale(self, batch: list[RecommendCall]) -> list[RecommendCall]:
         """Refuse (:class:`OverloadedError`) the calls that waited past the queue-wait bound:
@@ -234,6 +280,38 @@ class Recommender:
             return self.ab.pinned[arm]
         return policy
 
+    async def _decide_elsewhere(self, policy: MixedPolicy, batch: Sequence[RecommendCall],
+                                ) -> tuple[list[Slate], bool] | None:
+        """The batch's k = 1 decisions from the decider process and their Redis write
+        (asyncio client: the event loop only encodes the call); ``None`` when the
+        decider cannot decide it (policy not loaded there yet, k > 1, a failure): the
+        forward-pass thread then does."""
+        assert self.decider is not None
+        key = self.decider.key_of(policy)
+        if key is None:
+            return None
+        record = self.store is not None and self.gate.open()
+        calls = [(c.event_id, c.user_id, c.history, c.k, c.exclude, c.explore) for c in batch]
+        start = time.perf_counter()
+        try:
+            out = await self.decider.decide(key, calls, record)
+        except DeciderError as exc:
+            logger.warning("decider failed a batch (%s); deciding on the thread", exc)
+            return None
+        if out is None:
+            return None
+        items, props, (write, detail) = out
+        slates = policy.fast_slates(items, props)
+        self.metrics.forward_seconds.observe(time.perf_counter() - start)
+        if write == "saved":
+            self._store_succeeded(int(detail))
+            return slates, True
+        if write == "failed":
+            self._store_failed(RuntimeError(detail), len(batch))
+        else:  # no store, or the gate is closed: not recorded, as on the other paths
+            self.metrics.decision_store_errors.inc(len(batch))
+        return slates, False
+
     def _decide_fast(self, policy: MixedPolicy, batch: Sequence[RecommendCall],
                      plan: ActPlan, fast: FastInputs) -> tuple[list[Slate], bool] | None:
         """Worker thread: the one-graph decisions and their Redis write; ``None`` when
@@ -267,7 +345,11 @@ class Recommender:
         loop = asyncio.get_running_loop()
         try:
             decided = None
-            if self.ab is None and self.store is not None and \
+            where = "thread"
+            if self.decider is not None and self.ab is None:
+                decided = await self._decide_elsewhere(policy, batch)
+                where = "thread" if decided is None else "decider"
+            if decided is None and self.ab is None and self.store is not None and \
                     self.store.blocking_client is not None:
                 plan = _plan(policy, batch)
                 fast = policy.fast_inputs(plan, self.rng)
@@ -275,6 +357,7 @@ class Recommender:
                     # One trip to the worker thread: graph, slates and the Redis write.
                     decided = await loop.run_in_executor(
                         self.executor, self._decide_fast, policy, batch, plan, fast)
+            self.metrics.decided_in.labels(where=where).inc()
             if decided is None:
                 slates = await self._forward(policy, batch)
         except Exception as exc:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from app.decider import default_enabled
 from trainer.transport.settings import DeploymentSettings
 
 WORKER_SEED_ENV = "IALP_WORKER_SEEDS"
@@ -46,6 +47,10 @@ class ServiceSettings(DeploymentSettings):
     micro_batching: bool = Field(
         default=True, description="Batch concurrent /v1/recommend calls into one "
         "forward pass.")
+    decider: bool = Field(
+        default_factory=default_enabled, description="Decide k = 1 micro-batches from θ "
+        "in a child process (app.decider), two batches in flight, so that the event loop "
+        "keeps parsing while a batch is decided; default on with more than one core.")
     batch_max_size: int = Field(default=64, ge=1, description="Largest micro-batch.")
     batch_max_wait_ms: float = Field(
         default=2.0, ge=0.0, description="Longest time the first request of a batch "

@@ -243,20 +243,28 @@ class MixedPolicy:
         greedy = np.asarray([not e or how.strategy == "greedy" for e in plan.explores])
         return FastInputs(banned=banned, u=rng.random(len(rows)), greedy=greedy)
 
+    @property
+    def has_sampler(self) -> bool:
+        """Whether k = 1 calls can be decided by the frozen sampler (θ alone, frozen)."""
+        return self._sampler is not None
+
+    def sampler_inputs(self, plan: ActPlan, fast: FastInputs) -> tuple[np.ndarray, ...]:
+        """The sampler's inputs as arrays: (tokens [B, T], users [B], banned [B, M],
+        u [B], greedy [B])."""
+        n_users = self.config.num_users
+        users = np.full(len(plan.ks), n_users, dtype=np.int64)  # unknown user
+        if plan.users is not None and n_users > 0:
+            users = plan.users
+        tokens = self.theta.encoder.token_array(plan.padded)  # [B, T]
+        return tokens, users, fast.banned, fast.u, fast.greedy
+
     def sample_frozen(self, plan: ActPlan,
                       fast: FastInputs) -> tuple[np.ndarray, np.ndarray, bool]:
         """The k = 1 decisions in one frozen graph (no interpreter lock while it runs):
         (items [B], propensities [B], whether every row succeeded)."""
         assert self._sampler is not None
-        n_users = self.config.num_users
-        users = np.full(len(plan.ks), n_users, dtype=np.int64)  # unknown user
-        if plan.users is not None and n_users > 0:
-            users = plan.users
-        tokens = torch.from_numpy(self.theta.encoder.token_array(plan.padded))  # [B, T]
-        items, props, ok = self._sampler(tokens, torch.from_numpy(users),
-                                         torch.from_numpy(fast.banned),
-                                         torch.from_numpy(fast.u),
-                                         torch.from_numpy(fast.greedy))
+        tensors = [torch.from_numpy(a) for a in self.sampler_inputs(plan, fast)]
+        items, props, ok = self._sampler(*tensors)
         return items.numpy(), props.numpy(), bool(ok.all())
 
     @staticmethod
