@@ -191,9 +191,12 @@ class Decider:
         """Start the child: ``python -m app.decider`` with its end of a socket pair (a
         fresh interpreter that imports only torch, whatever the parent's main module)."""
         parent, child = multiprocessing.Pipe(duplex=True)
+        # Idle OpenMP threads sleep at once instead of spinning: between two batches the
+        # child's cores belong to the event loop.
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "app.decider", str(child.fileno()), str(self.threads)],
-            pass_fds=(child.fileno(),), cwd=_ROOT)
+            pass_fds=(child.fileno(),), cwd=_ROOT, env=env)
         child.close()
         self._conn = parent
         asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable)
