@@ -58,6 +58,9 @@ logger = logging.getLogger(__name__)
 _ROOT = str(Path(__file__).resolve().parents[1])
 """The project root (the child imports ``app.decider`` from it)."""
 
+PYTHON = sys.executable
+"""The interpreter that runs the child."""
+
 _KEEP = 2
 """Samplers the child keeps loaded (the served version and the one before it, whose
 batches may still be in flight during a swap)."""
@@ -98,7 +101,7 @@ class _ChildState:  # pragma: no cover (runs in the child; tests drive it throug
     def handle(self, msg: tuple[Any, ...]) -> Any:
         kind = msg[0]
         if kind == "setup":
-            from app.lifespan import build_decision_store
+            from app.decision_shards import build_decision_store
 
             _, _, settings, url, seed = msg
             self.store = build_decision_store(settings, url, None)
@@ -195,7 +198,7 @@ class Decider:
         # child's cores belong to the event loop.
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "app.decider", str(child.fileno()), str(self.threads)],
+            [PYTHON, "-m", "app.decider", str(child.fileno()), str(self.threads)],
             pass_fds=(child.fileno(),), cwd=_ROOT, env=env)
         child.close()
         self._conn = parent
@@ -320,12 +323,6 @@ def _write_policy(policy: MixedPolicy, path: Path) -> None:
     from policy.checkpoint import policy_to_bytes
 
     path.write_bytes(policy_to_bytes(policy))
-
-
-def default_enabled() -> bool:
-    """Whether ``ialp serve`` starts a decider by default: on machines with more than
-    one core (on one core the child would only compete with the event loop)."""
-    return (os.cpu_count() or 1) > 1
 
 
 if __name__ == "__main__":  # pragma: no cover (the child: python -m app.decider FD THREADS)

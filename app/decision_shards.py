@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.decisions import Decision, DecisionStore
+from trainer.transport.client import sync_redis_client
 from trainer.transport.shards import Shards
+
+if TYPE_CHECKING:
+    from app.settings import ServiceSettings
 
 
 class ShardedDecisionStore(DecisionStore):
@@ -76,3 +80,28 @@ class ShardedDecisionStore(DecisionStore):
         per shard)."""
         parts = await asyncio.gather(*[p.pop_expired(limit) for p in self.parts])
         return [e for part in parts for e in part]
+
+
+def build_decision_store(settings: ServiceSettings, url: str,
+                         client: Any | None) -> DecisionStore:
+    """The deployment's decision store on ``url`` (one stream's layout or the sharded
+    one), with a blocking client for writers off the event loop; ``client`` is the
+    asyncio client, or ``None`` in a process that only writes (the decider), which then
+    uses the blocking client for everything."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # The forward-pass thread (or the decider) writes each batch's decisions itself, on
+    # a blocking client: the event loop spends no time on those round trips.
+    blocking = sync_redis_client(
+        url, cluster=settings.redis_cluster, socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0))
+    options: dict[str, Any] = dict(
+        ttl_s=settings.decision_ttl_s,
+        default_reward_after_s=(settings.default_reward_after_s
+                                if settings.default_reward is not None else None),
+        cap=settings.decision_cap, blocking_client=blocking)
+    shards = settings.shards(url)
+    client = blocking if client is None else client
+    return (DecisionStore(client, shards.keys, **options) if not shards.tagged
+            else ShardedDecisionStore(client, shards, **options))

@@ -15,14 +15,13 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from app.ab import ABArms, ArmsError, parse_arms, popularity_loop
-from app.decider import Decider
-from app.decision_shards import ShardedDecisionStore
-from app.decisions import DecisionStore
+from app.decider import Decider, DeciderError
+from app.decision_shards import build_decision_store
 from app.item_ids import ItemIds
 from app.metrics import ServiceMetrics
 from app.policy_holder import PolicyHolder, PolicyWatcher
@@ -31,7 +30,7 @@ from app.redis_gate import RedisGate
 from app.settings import WORKER_SEED_ENV, ServiceSettings
 from app.shadow import Shadow
 from app.state import ServiceState, redis_errors
-from trainer.transport.client import redis_client, sync_redis_client
+from trainer.transport.client import redis_client
 from trainer.transport.publication import PublishedPolicies, VersionNotFoundError, start_policy
 from trainer.transport.sharded_bus import make_bus
 
@@ -111,31 +110,6 @@ def _sampling_seed(seed: int) -> int:
     return seed
 
 
-def build_decision_store(settings: ServiceSettings, url: str,
-                         client: Any | None) -> DecisionStore:
-    """The deployment's decision store on ``url`` (one stream's layout or the sharded
-    one), with a blocking client for writers off the event loop; ``client`` is the
-    asyncio client, or ``None`` in a process that only writes (the decider), which then
-    uses the blocking client for everything."""
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    # The forward-pass thread (or the decider) writes each batch's decisions itself, on
-    # a blocking client: the event loop spends no time on those round trips.
-    blocking = sync_redis_client(
-        url, cluster=settings.redis_cluster, socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0))
-    options: dict[str, Any] = dict(
-        ttl_s=settings.decision_ttl_s,
-        default_reward_after_s=(settings.default_reward_after_s
-                                if settings.default_reward is not None else None),
-        cap=settings.decision_cap, blocking_client=blocking)
-    shards = settings.shards(url)
-    client = blocking if client is None else client
-    return (DecisionStore(client, shards.keys, **options) if not shards.tagged
-            else ShardedDecisionStore(client, shards, **options))
-
-
 def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespan:
     """The application's lifespan: opens every resource, publishes them as
     ``app.state.svc`` (a :class:`ServiceState`) and releases them on shut-down."""
@@ -207,6 +181,13 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
             try:
                 await decider.setup(settings, url, _sampling_seed(settings.seed) + 1)
                 await decider.register(policy)
+                if decider.key_of(policy) is None:
+                    raise DeciderError("the child did not load the policy")
+            except DeciderError as exc:  # serve without it: the thread decides
+                logger.error("decider process unavailable (%s); deciding on the "
+                             "forward-pass thread", exc)
+                await decider.stop()
+                decider = None
             except BaseException:
                 await decider.stop()
                 raise

@@ -5,14 +5,21 @@ Built inside :func:`app.main.create_app`, never at import time.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from app.decider import default_enabled
 from trainer.transport.settings import DeploymentSettings
+
+
+def default_enabled() -> bool:
+    """Whether the decider process is on by default: on machines with more than one core
+    (on one core the child would only compete with the event loop)."""
+    return (os.cpu_count() or 1) > 1
+
 
 WORKER_SEED_ENV = "IALP_WORKER_SEEDS"
 """Set by ``ialp serve --workers N`` (N > 1): each worker mixes its process id into its

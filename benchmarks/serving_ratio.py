@@ -48,6 +48,8 @@ def bodies(num_items: int, history: int, seed: int = 0) -> list[bytes]:
 def measure(num_items: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Alternating no-op / recommend rounds against one server."""
     serve_args = ["--workers", str(args.workers)] if args.workers > 1 else []
+    if args.no_decider:
+        serve_args.append("--no-decider")
     body = bodies(num_items, args.history)
     rounds: dict[str, list[dict[str, Any]]] = {"noop": [], "recommend": []}
     with serving(f"ratio-{num_items}", num_items, tmp, serve_args=serve_args) as url:
@@ -87,6 +89,8 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=16, help="wrk connections")
     p.add_argument("--history", type=int, default=20, help="items in each request's history")
     p.add_argument("--workers", type=int, default=1, help="ialp serve --workers")
+    p.add_argument("--no-decider", action="store_true",
+                   help="ialp serve --no-decider: every batch on the forward-pass thread")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/serving_ratio.json")
     args = p.parse_args()
     why = ensure_wrk()
@@ -102,7 +106,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "loadavg_before": loadavg},
         "wrk": {"threads": 1, "connections": args.concurrency, "duration_s": args.duration},
-        "workers": args.workers, "results": results,
+        "workers": args.workers, "decider": not args.no_decider, "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-k", type=int)
     p.add_argument("--micro-batching", action=argparse.BooleanOptionalAction, default=None,
                    help="batch concurrent /v1/recommend calls (default on)")
+    p.add_argument("--decider", action=argparse.BooleanOptionalAction, default=None,
+                   help="decide k = 1 batches in a child process, two batches in flight "
+                   "(default on with more than one core; docs/performance.md)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes on this machine (uvicorn), each with its own "
                    "policy copy and micro-batcher, sharing Redis and the published "
@@ -67,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 _FIELDS = ("redis_url", "redis_cluster", "stream_shards",
            "namespace", "checkpoint", "catalogue", "num_items", "max_history", "max_k",
-           "micro_batching", "batch_max_size", "batch_max_wait_ms", "default_reward",
+           "micro_batching", "decider", "batch_max_size", "batch_max_wait_ms", "default_reward",
            "default_reward_after_s", "enable_noop", "seed", "reward_min", "reward_max",
            "decision_cap", "rate_limit_per_s", "rate_limit_key_per_s", "allow_anonymous")
 

@@ -123,3 +123,16 @@ def test_decider_off_keeps_the_thread(
     assert srv.svc.recommender.decider is None
     assert _call(http, srv, 1, [1, 2])["decision_recorded"] is True
     assert _batches(http, srv, "thread") == 1
+
+
+def test_a_child_that_cannot_start_leaves_the_thread_serving(
+        http: httpx.Client, serve: Callable[[ServiceSettings], ThreadedServer],
+        module_redis: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.decider
+
+    # A child interpreter that exits at once: start-up goes on without the decider.
+    monkeypatch.setattr(app.decider, "PYTHON", "/bin/false")
+    srv = serve(make_settings(module_redis, decider=True))
+    assert srv.svc.recommender.decider is None
+    assert _call(http, srv, 1, [1, 2])["decision_recorded"] is True
+    assert _batches(http, srv, "thread") == 1
