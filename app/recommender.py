@@ -59,9 +59,16 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 SPLIT_MAX_ITEMS = 16384
 """Largest catalogue whose micro-batches are split in two overlapping halves when a
-decider process serves them (measured with 16 closed-loop clients: 4,606 items
-2,409 req/s split; 100,000 items 807 req/s split, against whole batches, see
+decider process serves them: above it a half batch's forward pass costs nearly a whole
+one's (100,000 items, 16 closed-loop clients: 807–912 req/s split, 787–811 whole; see
 docs/performance.md)."""
+
+
+SPLIT_MAX_CLIENTS = 32
+"""Most concurrent clients whose calls are split in two overlapping halves (with a
+decider). Measured at 4,606 items: 16 closed-loop clients 2,135–2,711 req/s split
+against 1,694–1,944 in whole batches; under overload (64 calls in flight) 1,365 req/s
+split against 1,474–2,094 whole (docs/performance.md, "The decider process")."""
 
 
 class OverloadedError(RuntimeError):
@@ -110,6 +117,8 @@ class Recommender:
                             and holder.policy.num_items <= SPLIT_MAX_ITEMS else 1)
         self._slots = asyncio.Semaphore(self._slot_count)
         self._in_flight = 0  # calls in the batches being served
+        self._idle = asyncio.Event()  # set while no batch is being served
+        self._idle.set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.shadow = shadow
         self.ab = ab
@@ -184,13 +193,18 @@ class Recommender:
                 await self._wait(1, None)
             await self._slots.acquire()
             # Company: as many calls as the largest recent count of clients (a batch plus
-            # the calls then in flight), less those in flight now, waiting at most
-            # max_wait_s. A lone client never waits; sixteen closed-loop clients share
-            # one forward pass and one Redis round trip (or two overlapping ones).
+            # the calls then in flight or pending), less those in flight now, waiting at
+            # most max_wait_s. A lone client never waits; sixteen closed-loop clients
+            # share one forward pass and one Redis round trip (or two overlapping ones).
             clients = max(self._recent_sizes, default=1)
-            # With two batches in flight the clients are split in two: one half is
-            # decided while the event loop parses the other's requests.
-            share = min(self.max_size, -(-clients // self._slot_count))  # ceil
+            # Few clients and a decider: split them in two halves, one decided while the
+            # event loop parses the other's requests. Many clients: whole batches, one at
+            # a time (new requests keep the loop busy meanwhile, and larger batches cost
+            # less per call).
+            split = self._slot_count > 1 and clients <= SPLIT_MAX_CLIENTS
+            if not split and self._in_flight:
+                await self._idle.wait()
+            share = min(self.max_size, -(-clients // 2) if split else clients)  # ceil
             target = max(1, min(share, clients - self._in_flight))
             if len(self._pending) < target and self.max_wait_s > 0:
                 await self._wait(target, self.max_wait_s)
@@ -207,6 +221,7 @@ class Recommender:
 
     async def _serve_batch(self, batch: list[RecommendCall]) -> None:
         self._in_flight += len(batch)
+        self._idle.clear()
         try:
             await self._serve(batch)
         except asyncio.CancelledError:
@@ -216,6 +231,8 @@ class Recommender:
             raise
         finally:
             self._in_flight -= len(batch)
+            if not self._in_flight:
+                self._idle.set()
             self._slots.release()
 
     def _drop_stale(self, batch: list[RecommendCall]) -> list[RecommendCall]:
