@@ -62,13 +62,19 @@ PYTHON = sys.executable
 """The interpreter that runs the child."""
 
 _KEEP = 2
-"""Samplers the child keeps loaded (the served version and the one before it, whose
+"""Policies the child keeps loaded (the served version and the one before it, whose
 batches may still be in flight during a swap)."""
 
 
 class DeciderError(RuntimeError):
     """The decider process failed a request or is gone (the caller then decides on its
     own forward-pass thread)."""
+
+
+class DeciderTimeoutError(DeciderError):
+    """The child did not answer in time; it has been killed. The batch's decisions may
+    still reach Redis from it, so the caller refuses the batch (503) instead of deciding
+    it again under the same event ids."""
 
 
 def _child_main(conn: Connection, threads: int) -> None:  # pragma: no cover (child)
@@ -157,9 +163,14 @@ class Decider:
     and loaded by the child); :meth:`decide` then costs the event loop two small pickles
     and one pipe read per batch."""
 
-    def __init__(self, *, threads: int = 1) -> None:
-        """``threads``: torch threads of the child."""
+    def __init__(self, *, threads: int = 1, timeout_s: float = 5.0,
+                 load_timeout_s: float = 300.0) -> None:
+        """``threads``: torch threads of the child; ``timeout_s``: longest wait for a
+        batch's answer (then the child is killed and the thread takes over);
+        ``load_timeout_s``: the same for loading a version."""
         self.threads = threads
+        self.timeout_s = timeout_s
+        self.load_timeout_s = load_timeout_s
         self.seed: int | None = None
         """The seed of the child's draws (set by :meth:`setup`)."""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -182,7 +193,7 @@ class Decider:
     async def setup(self, settings: Any, url: str, seed: int) -> None:
         """Give the child the decision store (``settings``' layout on ``url``) and the
         draws' seed; waits for it."""
-        await self._call(("setup", None, settings, url, seed))
+        await self._call(("setup", None, settings, url, seed), self.load_timeout_s)
         self.seed = seed
 
     @property
@@ -249,7 +260,7 @@ class Decider:
             key = next(self._seq)
             path = Path(self._dir.name) / f"policy-{key}.bin"
             await asyncio.to_thread(_write_policy, policy, path)
-            await self._call(("load", None, key, str(path)))
+            await self._call(("load", None, key, str(path)), self.load_timeout_s)
             with contextlib.suppress(OSError):
                 path.unlink()  # the child holds it in memory now
             self._keys[id(policy)] = key
@@ -269,10 +280,10 @@ class Decider:
         (items, propensities, write status), or ``None`` when the batch needs the
         general path."""
         out: tuple[np.ndarray, np.ndarray, tuple[str, Any]] | None = await self._call(
-            ("decide", None, key, calls, record))
+            ("decide", None, key, calls, record), self.timeout_s)
         return out
 
-    async def _call(self, msg: tuple[Any, ...]) -> Any:
+    async def _call(self, msg: tuple[Any, ...], timeout_s: float) -> Any:
         if not self.alive or self._conn is None:
             raise DeciderError(self._broken or "decider not running")
         seq = next(self._seq)
@@ -284,7 +295,15 @@ class Decider:
             self._waiting.pop(seq, None)
             self._broke(f"decider pipe: {exc}")
             raise DeciderError(str(exc)) from exc
-        return await future
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            self._waiting.pop(seq, None)
+            why = f"no answer within {timeout_s:g} s"
+            self._broke(why)
+            if self._proc is not None:
+                self._proc.kill()  # a stuck child must not write decisions later
+            raise DeciderTimeoutError(why) from None
 
     def _on_readable(self) -> None:
         conn = self._conn

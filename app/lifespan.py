@@ -176,7 +176,8 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
                 and policy.has_sampler:
             # The first version is loaded before serving starts; later ones load in the
             # background while the forward-pass thread decides their first batches.
-            decider = Decider(threads=settings.torch_threads or 1)
+            decider = Decider(threads=settings.torch_threads or 1,
+                              timeout_s=settings.decider_timeout_s)
             decider.start()
             try:
                 await decider.setup(settings, url, _sampling_seed(settings.seed) + 1)

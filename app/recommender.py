@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.ab import CONTROL_ARMS, MIXED, ABArms
-from app.decider import Decider, DeciderError
+from app.decider import Decider, DeciderError, DeciderTimeoutError
 from app.decisions import Decision, DecisionStore
 from app.metrics import ServiceMetrics
 from app.policy_holder import PolicyHolder
@@ -312,6 +312,8 @@ class Recommender:
         start = time.perf_counter()
         try:
             out = await self.decider.decide(key, calls, record)
+        except DeciderTimeoutError as exc:  # refused, not decided twice (see DeciderTimeoutError)
+            raise OverloadedError(f"the decider process did not answer ({exc})") from exc
         except DeciderError as exc:
             logger.warning("decider failed a batch (%s); deciding on the thread", exc)
             return None

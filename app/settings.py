@@ -58,6 +58,10 @@ class ServiceSettings(DeploymentSettings):
         default_factory=default_enabled, description="Decide k = 1 micro-batches from θ "
         "in a child process (app.decider), two batches in flight, so that the event loop "
         "keeps parsing while a batch is decided; default on with more than one core.")
+    decider_timeout_s: float = Field(
+        default=5.0, gt=0.0, description="Longest wait for the decider's answer to a "
+        "batch; beyond it the child is killed, the batch answered 503 with Retry-After "
+        "and later batches decided on the forward-pass thread.")
     batch_max_size: int = Field(default=64, ge=1, description="Largest micro-batch.")
     batch_max_wait_ms: float = Field(
         default=2.0, ge=0.0, description="Longest time the first request of a batch "

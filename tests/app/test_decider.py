@@ -136,3 +136,21 @@ def test_a_child_that_cannot_start_leaves_the_thread_serving(
     assert srv.svc.recommender.decider is None
     assert _call(http, srv, 1, [1, 2])["decision_recorded"] is True
     assert _batches(http, srv, "thread") == 1
+
+
+def test_a_stuck_child_is_killed_its_batch_refused_and_the_thread_takes_over(
+        http: httpx.Client, serve: Callable[[ServiceSettings], ThreadedServer],
+        module_redis: str) -> None:
+    srv = serve(make_settings(module_redis, decider=True, decider_timeout_s=0.5))
+    decider = srv.svc.recommender.decider
+    assert _call(http, srv, 1, [1, 2])["decision_recorded"] is True
+    os.kill(decider.pid, signal.SIGSTOP)  # alive but never answers
+    stuck = http.post(f"{srv.url}/v1/recommend", json={"user_id": 2, "history": [3], "k": 1})
+    # Its decisions may still be written by the child: refused, never decided twice.
+    assert stuck.status_code == 503 and "Retry-After" in stuck.headers
+    assert "decider" in stuck.json()["detail"]
+    assert not decider.alive
+    _wait_for(lambda: decider._proc.poll() is not None)  # killed, not left stopped
+    body = _call(http, srv, 3, [4, 5])
+    assert body["decision_recorded"] is True
+    assert _batches(http, srv, "thread") >= 1
