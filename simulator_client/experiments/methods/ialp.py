@@ -29,11 +29,8 @@ for every iALP method at once under the key ``"ialp"``):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -45,8 +42,8 @@ from policy.config import PolicyConfig
 from policy.exploration import STRATEGIES, ExplorationConfig
 from policy.item_features import ItemFeatures
 from policy.mixed import MixedPolicy
-from simulator_client.datasets.paths import cache_dir
 from simulator_client.envs.base import RecBatchEnv
+from simulator_client.experiments.cached import cache_folder, write_atomically
 from simulator_client.experiments.context import MethodContext, register_method
 from trainer.agents import Agent, EvalActor, LearnerAgent, OnlineConfig, StepBatch
 from trainer.learners import make_learner
@@ -145,12 +142,7 @@ def theta_cache_path(env_name: str, seed: int, policy_config: PolicyConfig,
                                  "judge": "embedding",
                                  # A change of Algorithm 1's defaults is a new θ.
                                  "defaults": asdict(PretrainConfig())}
-    if item_features is not None:
-        ident_doc["items"] = hashlib.sha1(item_features.matrix.tobytes()
-                                          + item_features.prior.tobytes()).hexdigest()
-    ident = json.dumps(ident_doc, sort_keys=True)
-    key = hashlib.sha1(ident.encode()).hexdigest()[:16]
-    return cache_dir() / "ialp-theta" / f"{env_name}-{key}"
+    return cache_folder("ialp-theta", env_name, ident_doc, item_features)
 
 
 def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyConfig,
@@ -192,15 +184,9 @@ def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyC
                                learner=learner)
     finally:
         judge.close()
-    # Written beside and renamed into place, so an interrupted or concurrent run never
-    # leaves a half-written checkpoint that later runs would trust.
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    save_pretrain(result, tmp, {"env": env_name, "policy_config": policy_config.to_dict(),
-                                "pretrain_settings": pretrain})
-    try:
-        tmp.rename(out)
-    except OSError:  # another process finished the same θ first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_atomically(out, lambda folder: save_pretrain(
+        result, folder, {"env": env_name, "policy_config": policy_config.to_dict(),
+                         "pretrain_settings": pretrain}))
     return ckpt
 
 

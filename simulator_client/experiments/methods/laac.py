@@ -38,9 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shlex
-import shutil
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +53,7 @@ from policy.judge.base import BaseJudge
 from policy.judge.spec import JudgeSpec, JudgeSpecError
 from policy.mixed import MixedPolicy
 from simulator_client.datasets.paths import cache_dir
+from simulator_client.experiments.cached import cache_folder, write_atomically
 from simulator_client.experiments.context import ExperimentConfig, MethodContext, register_method
 from simulator_client.experiments.methods.ialp import IALP_KEYS, ExploringAgent, FrozenAgent
 from trainer.agents import Agent, OnlineConfig
@@ -163,11 +162,7 @@ def laac_cache_path(env_name: str, seed: int, policy_config: PolicyConfig, confi
     ident_doc: dict[str, Any] = {"format": _FORMAT, "env": env_name, "seed": seed,
                                  "policy": policy_config.to_dict(), "laac": asdict(config),
                                  "logs": digest}
-    if item_features is not None:
-        ident_doc["items"] = hashlib.sha1(item_features.matrix.tobytes()
-                                          + item_features.prior.tobytes()).hexdigest()
-    key = hashlib.sha1(json.dumps(ident_doc, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir() / "laac-policy" / f"{env_name}-{key}"
+    return cache_folder("laac-policy", env_name, ident_doc, item_features)
 
 
 def load_or_train(ctx: MethodContext, config: LAACConfig, *, progress: bool = True
@@ -188,20 +183,15 @@ def load_or_train(ctx: MethodContext, config: LAACConfig, *, progress: bool = Tr
                 progress=progress, dllm_cache=cache_dir() / "laac-dllm", cache_tag=env_name)
         finally:
             judge.close()
-        # Written beside and renamed into place: an interrupted or concurrent run never
-        # leaves a half-written actor that later runs would trust.
-        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-        save_checkpoint(policy, tmp / "policy")
-        (tmp / "laac.json").write_text(json.dumps(
-            {"env": env_name, "seed": ctx.seed, "policy_config": ctx.policy_config.to_dict(),
-             "report": report}, indent=2, sort_keys=True, default=str) + "\n",
-            encoding="utf-8")
-        if out.exists():  # a stale partial folder (no report): replace it
-            shutil.rmtree(out, ignore_errors=True)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process finished the same actor first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        def write(folder: Path) -> None:
+            save_checkpoint(policy, folder / "policy")
+            (folder / "laac.json").write_text(json.dumps(
+                {"env": env_name, "seed": ctx.seed,
+                 "policy_config": ctx.policy_config.to_dict(), "report": report},
+                indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+        write_atomically(out, write)
     report = json.loads(report_file.read_text(encoding="utf-8"))["report"]
     memo = str(ckpt.resolve())
     if memo not in _MEMO:
