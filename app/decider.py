@@ -295,15 +295,19 @@ class Decider:
             self._waiting.pop(seq, None)
             self._broke(f"decider pipe: {exc}")
             raise DeciderError(str(exc)) from exc
+        # A timer per call (cheaper than wait_for on the hot path), cancelled on answer.
+        timer = asyncio.get_running_loop().call_later(timeout_s, self._expire, timeout_s)
         try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            self._waiting.pop(seq, None)
-            why = f"no answer within {timeout_s:g} s"
-            self._broke(why)
-            if self._proc is not None:
-                self._proc.kill()  # a stuck child must not write decisions later
-            raise DeciderTimeoutError(why) from None
+            return await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, timeout_s: float) -> None:
+        """A call went unanswered: kill the child (a stuck child must not write decisions
+        later) and fail every waiting call with :class:`DeciderTimeoutError`."""
+        if self._proc is not None:
+            self._proc.kill()
+        self._broke(f"no answer within {timeout_s:g} s", DeciderTimeoutError)
 
     def _on_readable(self) -> None:
         conn = self._conn
@@ -322,20 +326,20 @@ class Decider:
         except (EOFError, OSError) as exc:
             self._broke(f"decider process exited ({exc or 'EOF'})")
 
-    def _broke(self, why: str) -> None:
+    def _broke(self, why: str, error: type[DeciderError] = DeciderError) -> None:
         if self._broken is None:
             logger.error("%s: deciding on the forward-pass thread from now on", why)
         self._broken = why
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self._conn.fileno())
-        self._fail_all(why)
+        self._fail_all(why, error)
 
-    def _fail_all(self, why: str) -> None:
+    def _fail_all(self, why: str, error: type[DeciderError] = DeciderError) -> None:
         waiting, self._waiting = self._waiting, {}
         for future in waiting.values():
             if not future.done():
-                future.set_exception(DeciderError(why))
+                future.set_exception(error(why))
 
 
 def _write_policy(policy: MixedPolicy, path: Path) -> None:
