@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from simulator_client.loadgen import LoadShape, Target, Workload, run_phase
+import pytest
+
+from simulator_client.loadgen import LoadShape, Target, Workload, engine, run_phase
 from simulator_client.loadgen.wire import encode_get, encode_post
 from trainer.transport.redis_server import free_port
 
@@ -66,6 +69,28 @@ def test_open_loop_latency_counts_from_the_schedule(echo_url: str) -> None:
     # Answers waited for the ones ahead: the median is far above one service time.
     assert ep.latency.percentile_ms(50) >= 150
     assert res.connections_opened > 2  # busy connections made it open more
+
+
+def test_open_loop_schedule_sleeps_instead_of_spinning(
+        echo_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2,000 arrivals/s for 0.5 s: the schedule wakes at most once per timer tick (1 ms)
+    # and sends every arrival then due; it once re-armed sub-millisecond timers that the
+    # event loop fires at once, spinning a whole core between arrivals.
+    ticks = 0
+    real = engine._Phase._tick
+
+    def counted(self: Any) -> None:
+        nonlocal ticks
+        ticks += 1
+        real(self)
+
+    monkeypatch.setattr(engine._Phase, "_tick", counted)
+    target, work = _get(echo_url, "/ok")
+    res = run_phase(target, work, LoadShape(duration_s=0.5, connections=8, rate=2000,
+                                            max_connections=64, drain_s=5))
+    ep = res.endpoint("echo")
+    assert ep.answers + res.dropped == 1000 and ep.answers > 900
+    assert ticks <= 0.5 / engine.TICK_S + 50
 
 
 def test_open_loop_drops_arrivals_beyond_the_connection_cap(echo_url: str) -> None:
