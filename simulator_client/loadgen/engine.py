@@ -192,7 +192,13 @@ class _Phase:
 
     def _check_done(self) -> None:
         assert self.done is not None and self.loop is not None
-        if self.done.done() or self.in_flight:
+        if self.done.done():
+            return
+        if self.shape.rate is not None and time.perf_counter() >= self.deadline:
+            # Arrivals scheduled before the deadline whose tick has not fired yet (ticks
+            # are at least TICK_S apart) are sent now, late and counted so, never lost.
+            self._tick()
+        if self.in_flight:
             return
         left = self.deadline - time.perf_counter()
         if left > 0:

@@ -89,7 +89,7 @@ def test_open_loop_schedule_sleeps_instead_of_spinning(
     res = run_phase(target, work, LoadShape(duration_s=0.5, connections=8, rate=2000,
                                             max_connections=64, drain_s=5))
     ep = res.endpoint("echo")
-    assert ep.answers + res.dropped == 1000 and ep.answers > 900
+    assert ep.answers + res.dropped == 1000 and ep.answers > 500
     assert ticks <= 0.5 / engine.TICK_S + 50
 
 
