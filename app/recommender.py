@@ -304,6 +304,8 @@ class Recommender:
         decider cannot decide it (policy not loaded there yet, k > 1, a failure): the
         forward-pass thread then does."""
         assert self.decider is not None
+        if any(c.k != 1 for c in batch):  # the child decides k = 1 only: no round trip
+            return None
         key = self.decider.key_of(policy)
         if key is None:
             return None
