@@ -102,6 +102,7 @@ class _ChildState:  # pragma: no cover (runs in the child; tests drive it throug
     def __init__(self) -> None:
         self.policies: OrderedDict[int, MixedPolicy] = OrderedDict()
         self.store: Any = None
+        self.precision = "float32"
         self.rng = np.random.default_rng(0)
 
     def handle(self, msg: tuple[Any, ...]) -> Any:
@@ -111,13 +112,14 @@ class _ChildState:  # pragma: no cover (runs in the child; tests drive it throug
 
             _, _, settings, url, seed = msg
             self.store = build_decision_store(settings, url, None)
+            self.precision = settings.score_precision
             self.rng = np.random.default_rng(seed)
             return None
         if kind == "load":
             from policy.checkpoint import policy_from_bytes
 
             policy = policy_from_bytes(Path(msg[3]).read_bytes())
-            policy.freeze_for_serving()
+            policy.freeze_for_serving(self.precision)  # the parent's graphs' precision
             if not policy.has_sampler:
                 raise ValueError("the policy has no frozen sampler (β is set)")
             self.policies[msg[2]] = policy

@@ -146,7 +146,7 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
                 policies, checkpoint=settings.checkpoint, num_items=settings.num_items,
                 max_len=settings.max_len, seed=settings.seed, tolerate=redis_errors())
             item_ids = load_item_ids(settings, policy.num_items)
-            await asyncio.to_thread(policy.freeze_for_serving)
+            await asyncio.to_thread(policy.freeze_for_serving, settings.score_precision)
             ab = await build_ab(settings, policies, policy)
         except BaseException:
             # A catalogue that does not fit (or an A/B arm pinned to a version that is
@@ -168,7 +168,8 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
                         fraction=settings.shadow_fraction) if settings.shadow else None
         watcher = PolicyWatcher(holder, policies, poll_s=settings.policy_poll_s,
                                 expected_num_items=policy.num_items,
-                                on_reject=metrics.policy_rejected.inc, shadow=shadow)
+                                on_reject=metrics.policy_rejected.inc, shadow=shadow,
+                                precision=settings.score_precision)
         bus = make_bus(client, shards, dedup_ttl_s=settings.dedup_ttl_s)
         gate = RedisGate(settings.redis_cooldown_s)
         decider = None

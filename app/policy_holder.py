@@ -59,9 +59,11 @@ class PolicyWatcher:
     def __init__(self, holder: PolicyHolder, policies: PublishedPolicies, *,
                  poll_s: float = 0.5, expected_num_items: int | None = None,
                  on_reject: Callable[[], None] | None = None,
-                 shadow: Shadow | None = None) -> None:
+                 shadow: Shadow | None = None, precision: str = "float32") -> None:
         """Swap ``holder`` whenever Redis names another version; ``on_reject`` is called
-        when a version is refused (metrics); ``shadow`` follows the candidate version."""
+        when a version is refused (metrics); ``shadow`` follows the candidate version;
+        ``precision``: that of the served graphs (``MixedPolicy.freeze_for_serving``)."""
+        self.precision = precision
         self.shadow = shadow
         self.on_reject = on_reject
         self._refused: int | None = None  # last refused version (log it once)
@@ -101,7 +103,7 @@ class PolicyWatcher:
                 return self._refuse(version)
             # Off the event loop, before the swap: the first request on the new version
             # does not pay for tracing.
-            await asyncio.to_thread(policy.freeze_for_serving)
+            await asyncio.to_thread(policy.freeze_for_serving, self.precision)
             self.holder.swap(policy)
             return True
 

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="decide k = 1 batches in a child process, two batches in flight "
                    "(default on with more than one core and one worker; "
                    "docs/performance.md)")
+    p.add_argument("--score-precision", choices=("auto", "float32", "bfloat16"),
+                   help="precision of the served item-score product (default auto: "
+                   "bfloat16 above 16,384 items where the CPU has it natively)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes on this machine (uvicorn), each with its own "
                    "policy copy and micro-batcher, sharing Redis and the published "
@@ -71,9 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 _FIELDS = ("redis_url", "redis_cluster", "stream_shards",
            "namespace", "checkpoint", "catalogue", "num_items", "max_history", "max_k",
-           "micro_batching", "decider", "batch_max_size", "batch_max_wait_ms", "default_reward",
-           "default_reward_after_s", "enable_noop", "seed", "reward_min", "reward_max",
-           "decision_cap", "rate_limit_per_s", "rate_limit_key_per_s", "allow_anonymous")
+           "micro_batching", "decider", "score_precision", "batch_max_size",
+           "batch_max_wait_ms", "default_reward", "default_reward_after_s", "enable_noop",
+           "seed", "reward_min", "reward_max", "decision_cap", "rate_limit_per_s",
+           "rate_limit_key_per_s", "allow_anonymous")
 
 
 def _serve(args: argparse.Namespace) -> int:

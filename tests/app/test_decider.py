@@ -38,13 +38,18 @@ def _call(http: httpx.Client, srv: ThreadedServer, user: int, history: list[int]
     return out
 
 
+# bfloat16: the child freezes its copy with the parent's precision (a float32 child
+# would log propensities that differ from the parent's in the third digit).
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_the_child_draws_what_the_sampler_draws_and_records_it(
         http: httpx.Client, serve: Callable[[ServiceSettings], ThreadedServer],
-        module_redis: str) -> None:
-    srv = serve(make_settings(module_redis, decider=True, seed=11))
+        module_redis: str, precision: str) -> None:
+    srv = serve(make_settings(module_redis, decider=True, seed=11,
+                              score_precision=precision))
     decider = srv.svc.recommender.decider
     assert decider is not None and decider.alive
     policy = srv.svc.holder.policy
+    assert policy.precision == precision
     rdb = redis.Redis.from_url(module_redis)
     keys = RedisKeys(srv.svc.settings.namespace)
     # One call at a time: batches of one, drawn in order from the child's generator,
