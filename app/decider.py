@@ -77,9 +77,12 @@ class DeciderTimeoutError(DeciderError):
     it again under the same event ids."""
 
 
-def _child_main(conn: Connection, threads: int) -> None:  # pragma: no cover (child)
+def _child_main(conn: Connection, threads: int, nice: int) -> None:  # pragma: no cover
     """The decider process: answer requests until EOF or ``None``."""
     import torch
+
+    if nice:
+        os.nice(nice)
 
     torch.set_num_threads(max(1, threads))
     state = _ChildState()
@@ -166,11 +169,14 @@ class Decider:
     and one pipe read per batch."""
 
     def __init__(self, *, threads: int = 1, timeout_s: float = 5.0,
-                 load_timeout_s: float = 300.0) -> None:
+                 load_timeout_s: float = 300.0, nice: int = 0) -> None:
         """``threads``: torch threads of the child; ``timeout_s``: longest wait for a
         batch's answer (then the child is killed and the thread takes over);
-        ``load_timeout_s``: the same for loading a version."""
+        ``load_timeout_s``: the same for loading a version; ``nice``: the child's
+        scheduling niceness, added to the parent's (with the cores contended, the event
+        loop, which every request needs, runs first)."""
         self.threads = threads
+        self.nice = nice
         self.timeout_s = timeout_s
         self.load_timeout_s = load_timeout_s
         self.seed: int | None = None
@@ -211,7 +217,8 @@ class Decider:
         # child's cores belong to the event loop.
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
         self._proc = subprocess.Popen(
-            [PYTHON, "-m", "app.decider", str(child.fileno()), str(self.threads)],
+            [PYTHON, "-m", "app.decider", str(child.fileno()), str(self.threads),
+             str(self.nice)],
             pass_fds=(child.fileno(),), cwd=_ROOT, env=env)
         child.close()
         self._conn = parent
@@ -350,5 +357,5 @@ def _write_policy(policy: MixedPolicy, path: Path) -> None:
     path.write_bytes(policy_to_bytes(policy))
 
 
-if __name__ == "__main__":  # pragma: no cover (the child: python -m app.decider FD THREADS)
-    _child_main(Connection(int(sys.argv[1])), int(sys.argv[2]))
+if __name__ == "__main__":  # pragma: no cover (python -m app.decider FD THREADS NICE)
+    _child_main(Connection(int(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3]))

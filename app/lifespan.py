@@ -178,7 +178,8 @@ def make_lifespan(settings: ServiceSettings, metrics: ServiceMetrics) -> Lifespa
             # The first version is loaded before serving starts; later ones load in the
             # background while the forward-pass thread decides their first batches.
             decider = Decider(threads=settings.torch_threads or 1,
-                              timeout_s=settings.decider_timeout_s)
+                              timeout_s=settings.decider_timeout_s,
+                              nice=settings.decider_nice)
             decider.start()
             try:
                 await decider.setup(settings, url, _sampling_seed(settings.seed) + 1)

@@ -28,15 +28,18 @@ __all__ = ["create_app"]
 
 class _GuardedApp(FastAPI):
     """FastAPI with :class:`OverloadGuard` outside its whole middleware stack (even the
-    error handler), so a refused request costs the least the framework allows."""
+    error handler), so a refused request costs the least the framework allows; the
+    guard is :attr:`overload_guard`, where the HTTP protocol finds it
+    (:mod:`app.fast_refusal`)."""
 
     def __init__(self, guard: dict[str, Any], **kwargs: Any) -> None:
         """``guard``: :class:`OverloadGuard`'s keyword arguments; the rest FastAPI's."""
         super().__init__(**kwargs)
-        self._guard = guard
+        self.overload_guard = OverloadGuard(None, **guard)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return OverloadGuard(super().build_middleware_stack(), **self._guard)
+        self.overload_guard.app = super().build_middleware_stack()
+        return self.overload_guard
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -44,7 +47,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
     app = _GuardedApp(
-        {"max_in_flight": settings.max_in_flight, "retry_after_s": settings.retry_after_s,
+        {"max_in_flight": settings.in_flight_bound, "retry_after_s": settings.retry_after_s,
          "on_refused": metrics.overloaded.labels(reason="in_flight").inc},
         title="iALP recommendation service",
         version="1.0",

@@ -12,6 +12,10 @@ served late (:class:`app.recommender.OverloadedError`).
 
 Health, metrics and the operator routes are never refused, so an overloaded replica can
 still be watched and drained.
+
+Under ``ialp serve`` most refusals never reach this class's ``__call__``: the HTTP
+protocol (:mod:`app.fast_refusal`) reads the same counter and writes the same answer
+(:meth:`OverloadGuard.raw_refusal`) as soon as a request's head is parsed.
 """
 
 from __future__ import annotations
@@ -26,34 +30,84 @@ GUARDED_PREFIX = "/v1/"
 UNGUARDED = ("/v1/policy", "/v1/catalogue", "/v1/ab")
 """Operator and read-only routes under ``/v1/`` that are never refused."""
 
+ADMITTED = "ialp.admitted"
+"""Scope key set by the HTTP protocol on a request it counted in :attr:`OverloadGuard.admitted`."""
+
+_GUARDED_RAW = GUARDED_PREFIX.encode()
+_UNGUARDED_RAW = tuple(p.encode() for p in UNGUARDED)
+
 
 class OverloadGuard:
     """503 + Retry-After beyond ``max_in_flight`` requests on the working routes."""
 
-    def __init__(self, app: ASGIApp, *, max_in_flight: int, retry_after_s: int,
+    def __init__(self, app: ASGIApp | None, *, max_in_flight: int, retry_after_s: int,
                  on_refused: Callable[[], None] | None = None) -> None:
-        """Wrap ``app``; ``on_refused`` is called once per refused request (metrics)."""
-        self.app = app
+        """Wrap ``app`` (``None``: set :attr:`app` before the first request);
+        ``on_refused`` is called once per refused request (metrics)."""
+        self.app: ASGIApp | None = app
         self.max_in_flight = int(max_in_flight)
         self.on_refused = on_refused
         self.in_flight = 0
+        self.admitted = 0
+        """Requests the HTTP protocol let through whose tasks have not reached the guard."""
+        self.refused_by_protocol = 0
+        """Refusals written by the HTTP protocol (app.fast_refusal), never an ASGI call."""
         body = (b'{"detail":"overloaded: more than %d requests in flight; retry later"}'
                 % self.max_in_flight)
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()),
+                   (b"retry-after", str(int(retry_after_s)).encode())]
         # Built once: a refusal is two sends of constant messages.
-        self._start = {"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(int(retry_after_s)).encode())]}
+        self._start = {"type": "http.response.start", "status": 503, "headers": headers}
         self._body = {"type": "http.response.body", "body": body}
+        self._raw_head = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
+            name + b": " + value + b"\r\n" for name, value in headers))
+        self._raw_body = body
+        self._raw: dict[tuple[int, bool], bytes] = {}  # (id of uvicorn's headers, keep-alive)
+
+    def guards(self, raw_path: bytes) -> bool:
+        """Whether requests on ``raw_path`` count and can be refused."""
+        return raw_path.startswith(_GUARDED_RAW) and not raw_path.startswith(_UNGUARDED_RAW)
+
+    def count_refusal(self) -> None:
+        """Count one refusal written by the HTTP protocol."""
+        self.refused_by_protocol += 1
+        if self.on_refused is not None:
+            self.on_refused()
+
+    def raw_refusal(self, default_headers: list[tuple[bytes, bytes]], keep_alive: bool,
+                    ) -> bytes:
+        """The whole HTTP/1.1 refusal as bytes: this guard's status, headers and body,
+        plus ``default_headers`` (uvicorn's ``date`` / ``server``) and, without
+        ``keep_alive``, ``connection: close``. Built once per second (uvicorn replaces
+        its header list when the date changes)."""
+        key = (id(default_headers), keep_alive)
+        raw = self._raw.get(key)
+        if raw is None:
+            if len(self._raw) > 8:  # yesterday's dates
+                self._raw.clear()
+            extra = b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
+            close = b"" if keep_alive else b"connection: close\r\n"
+            raw = self._raw[key] = self._raw_head + extra + close + b"\r\n" + self._raw_body
+        return raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse at once, or count the request while the application serves it."""
+        assert self.app is not None, "OverloadGuard.app was never set"
+        if scope.pop(ADMITTED, False):  # counted by the protocol (app.fast_refusal)
+            self.admitted -= 1
+            self.in_flight += 1
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.in_flight -= 1
+            return
         path = scope.get("path", "")
         if scope["type"] != "http" or not path.startswith(GUARDED_PREFIX) or \
                 path.startswith(UNGUARDED):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
+        if self.in_flight + self.admitted >= self.max_in_flight:
             if self.on_refused is not None:
                 self.on_refused()
             await send(self._start)

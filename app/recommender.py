@@ -8,9 +8,9 @@ decisions of a batch are written to Redis in one round trip.
 
 Where a batch is decided: k = 1 calls from θ alone go to the decider process
 (:mod:`app.decider`, on by default with more than one core), which draws, runs the
-frozen sampler and writes the decisions itself; two batches are then in flight (the
-clients split in two halves up to ``SPLIT_MAX_CLIENTS`` clients), so the event loop
-parses one half's requests while the other half is decided. Everything else (k > 1, β mixing,
+frozen sampler and writes the decisions itself; up to ``DECIDER_BATCHES`` batches are
+then in flight (16 clients split in two halves), so the event loop parses one batch's
+requests while another is decided. Everything else (k > 1, β mixing,
 A/B arms, a decider that is not running or has not loaded the served version yet) runs
 on a single forward-pass thread, one batch at a time.
 """
@@ -57,11 +57,16 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-SPLIT_MAX_CLIENTS = 32
-"""Most concurrent clients whose calls are split in two overlapping halves (with a
-decider). Measured at 4,606 items: 16 closed-loop clients 2,135–2,711 req/s split
-against 1,694–1,944 in whole batches; under overload (64 calls in flight) 1,365 req/s
-split against 1,474–2,094 whole (docs/performance.md, "The decider process")."""
+DECIDER_BATCHES = 4
+"""Most micro-batches in flight with a decider process. Few clients fill two (16
+closed-loop clients: two halves of 8); under overload four batches of
+:data:`DECIDER_BATCH_CAP` keep the child and the event loop both busy (4,606 items, twice
+the capacity, 128 calls in flight: goodput 0.96 × capacity against 0.61 with whole
+batches of 64 one at a time; docs/performance.md, "Overload")."""
+
+DECIDER_BATCH_CAP = 16
+"""Largest micro-batch sent to a decider process (a batch is at most half the recent
+clients, so 16 closed-loop clients make halves of 8)."""
 
 
 class OverloadedError(RuntimeError):
@@ -98,18 +103,16 @@ class Recommender:
                  decider: Decider | None = None) -> None:
         """``store`` may be ``None`` (decisions are then not recorded); ``shadow`` runs the
         candidate on every answered batch; ``decider`` (a started :class:`Decider`)
-        decides k = 1 batches in its own process, two batches in flight."""
+        decides k = 1 batches in its own process, up to ``DECIDER_BATCHES`` in flight."""
         self.decider = decider
         # Batches in flight: with a decider the event loop parses the next batch while
         # one is decided (no interpreter lock to wait for); with the forward-pass thread
         # a second batch would only make the thread wait for the lock (see app.decider).
         # At every catalogue size: on 100,000 items (bfloat16 scores) 16 closed-loop
         # clients got 2,212–2,452 req/s in halves against 1,818 in whole batches.
-        self._slot_count = 2 if decider is not None else 1
+        self._slot_count = DECIDER_BATCHES if decider is not None else 1
         self._slots = asyncio.Semaphore(self._slot_count)
         self._in_flight = 0  # calls in the batches being served
-        self._idle = asyncio.Event()  # set while no batch is being served
-        self._idle.set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.shadow = shadow
         self.ab = ab
@@ -188,14 +191,12 @@ class Recommender:
             # most max_wait_s. A lone client never waits; sixteen closed-loop clients
             # share one forward pass and one Redis round trip (or two overlapping ones).
             clients = max(self._recent_sizes, default=1)
-            # Few clients and a decider: split them in two halves, one decided while the
-            # event loop parses the other's requests. Many clients: whole batches, one at
-            # a time (new requests keep the loop busy meanwhile, and larger batches cost
-            # less per call).
-            split = self._slot_count > 1 and clients <= SPLIT_MAX_CLIENTS
-            if not split and self._in_flight:
-                await self._idle.wait()
-            share = min(self.max_size, -(-clients // 2) if split else clients)  # ceil
+            # With a decider: batches of at most half the clients (one is decided while
+            # the event loop parses the other's requests), at most DECIDER_BATCH_CAP (under
+            # overload several small batches keep both busy). The thread decides whole
+            # batches, one at a time (a second one would only wait for the lock).
+            share = (min(self.max_size, -(-clients // 2), DECIDER_BATCH_CAP)  # ceil
+                     if self._slot_count > 1 else min(self.max_size, clients))
             target = max(1, min(share, clients - self._in_flight))
             if len(self._pending) < target and self.max_wait_s > 0:
                 await self._wait(target, self.max_wait_s)
@@ -212,7 +213,6 @@ class Recommender:
 
     async def _serve_batch(self, batch: list[RecommendCall]) -> None:
         self._in_flight += len(batch)
-        self._idle.clear()
         try:
             await self._serve(batch)
         except asyncio.CancelledError:
@@ -222,8 +222,6 @@ class Recommender:
             raise
         finally:
             self._in_flight -= len(batch)
-            if not self._in_flight:
-                self._idle.set()
             self._slots.release()
 
     def _drop_stale(self, batch: list[RecommendCall]) -> list[RecommendCall]:

@@ -56,12 +56,18 @@ class ServiceSettings(DeploymentSettings):
         "forward pass.")
     decider: bool = Field(
         default_factory=default_enabled, description="Decide k = 1 micro-batches from θ "
-        "in a child process (app.decider), two batches in flight, so that the event loop "
+        "in a child process (app.decider), several batches in flight, so that the event loop "
         "keeps parsing while a batch is decided; default on with more than one core.")
     decider_timeout_s: float = Field(
         default=5.0, gt=0.0, description="Longest wait for the decider's answer to a "
         "batch; beyond it the child is killed, the batch answered 503 with Retry-After "
         "and later batches decided on the forward-pass thread.")
+    decider_nice: int = Field(
+        default=5, ge=0, le=19, description="Scheduling niceness the decider process adds "
+        "to the service's: when the cores are contended (overload, a load generator or "
+        "other processes on the box) the event loop, which every request needs, runs "
+        "first; the child has slack (under overload at 4,606 items it used about half a "
+        "core). 0 keeps the parent's priority.")
     score_precision: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto", description="Precision of the served graphs' item-score product "
         "(state · item vectors). auto: bfloat16 from 16,385 items on CPUs with native "
@@ -148,9 +154,18 @@ class ServiceSettings(DeploymentSettings):
     redis_cooldown_s: float = Field(
         default=1.0, ge=0.0, description="After a Redis failure, /v1/recommend skips "
         "decision writes for this long instead of waiting on a dead server.")
-    max_in_flight: int = Field(
-        default=64, ge=1, description="Requests on the working /v1/ routes in flight at "
-        "once; beyond, 503 with Retry-After at once (app/overload.py).")
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="Requests on the working /v1/ routes in flight at "
+        "once; beyond, 503 with Retry-After at once (app/overload.py). Unset: 128 with "
+        "the decider process (four batches decided, four more parsed meanwhile), 64 "
+        "without (one batch decided, one gathering).")
+
+    @property
+    def in_flight_bound(self) -> int:
+        """:attr:`max_in_flight`, or its default for this configuration."""
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        return 128 if self.decider and self.micro_batching else 64
     max_queue_wait_ms: float = Field(
         default=1000.0, gt=0, description="Longest a recommendation waits for its forward "
         "pass; beyond, 503 with Retry-After instead of a late answer (above the Redis "

@@ -6,7 +6,8 @@ load engine), then offers an open-loop arrival rate of ``--factor`` × that capa
 ``--seconds`` (latency counted from the scheduled start, so queueing cannot hide). It
 reports goodput against the capacity, how every refused request was answered (status,
 ``Retry-After``), the latency of the accepted ones, and whether the service is healthy
-afterwards.
+afterwards. First, on a separate server with ``IALP_MAX_IN_FLIGHT=1``, it measures what
+a refusal costs: the API process's CPU time per answer when nearly all are refused.
 
     .venv/bin/python benchmarks/overload.py --out benchmarks/results/overload.json
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +57,36 @@ def phase(url: str, bodies: list[bytes], seconds: float, *, rate: float | None,
     return result.summary("recommend")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def refusal_cost(bodies: list[bytes], seconds: float, tmp: Path) -> dict[str, Any]:
+    """API-process CPU per answer when (nearly) every request is refused: a server with
+    ``IALP_MAX_IN_FLIGHT=1`` under 64 closed-loop connections."""
+    os.environ["IALP_MAX_IN_FLIGHT"] = "1"
+    try:
+        with serving("refusals", 4606, tmp) as url:
+            port = url.rsplit(":", 1)[1]
+            pids = subprocess.run(["pgrep", "-f", "--", f"--port {port}"], capture_output=True,
+                                  text=True, check=False).stdout.split()
+            if not pids:
+                return {"skipped": "the server's process was not found"}
+            pid = int(pids[0])
+            phase(url, bodies, 2.0, rate=None, connections=64)  # warm-up
+            before = _cpu_seconds(pid)
+            res = phase(url, bodies, seconds, rate=None, connections=64)
+            used = _cpu_seconds(pid) - before
+    finally:
+        del os.environ["IALP_MAX_IN_FLIGHT"]
+    answers = res["requests"]
+    refused = sum(n for st, n in res["by_status"].items() if st == "503")
+    return {"answers": answers, "refused": refused, "api_cpu_s": used,
+            "api_cpu_us_per_answer": 1e6 * used / max(answers, 1), "phase": res}
+
+
 def main() -> int:
     """Run the benchmark and write the JSON results."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,9 +96,18 @@ def main() -> int:
     p.add_argument("--factor", type=float, default=2.0, help="offered load / capacity")
     p.add_argument("--connections", type=int, default=64,
                    help="open-loop connections opened before the start")
+    p.add_argument("--refusal-seconds", type=float, default=8.0,
+                   help="length of the refusal-cost phase (0: skip it)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/overload.json")
     args = p.parse_args()
     bodies = _bodies(args.items)
+    cost: dict[str, Any] = {"skipped": "--refusal-seconds 0"}
+    if args.refusal_seconds > 0:
+        with tempfile.TemporaryDirectory(prefix="ialp-refusals-") as tmp:
+            cost = refusal_cost(bodies, args.refusal_seconds, Path(tmp))
+        if "api_cpu_us_per_answer" in cost:
+            print(f"refusal cost: {cost['api_cpu_us_per_answer']:.1f} µs of API CPU per "
+                  f"answer ({cost['refused']:,} of {cost['answers']:,} refused)", flush=True)
     with tempfile.TemporaryDirectory(prefix="ialp-overload-") as tmp, \
             serving("overload", args.items, Path(tmp)) as url:
         phase(url, bodies, 3.0, rate=None, connections=16)  # warm-up
@@ -94,6 +135,7 @@ def main() -> int:
         "every_refusal_503_with_retry_after": set(refused) <= {"503"}
         and with_retry == refused.get("503", 0) and not over["connection_errors"],
         "accepted_p99_ms": over["ok_p99_ms"], "healthz_after": health,
+        "refusal_cost": cost,
         "recommend_after": after,
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

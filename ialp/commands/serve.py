@@ -83,6 +83,7 @@ _FIELDS = ("redis_url", "redis_cluster", "stream_shards",
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.fast_refusal import http_protocol
     from app.main import create_app
     from app.settings import ServiceSettings
 
@@ -93,7 +94,8 @@ def _serve(args: argparse.Namespace) -> int:
     # are bounded, and beyond limit_concurrency new work is refused with 503.
     options: dict[str, Any] = dict(
         host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-        timeout_keep_alive=settings.timeout_keep_alive_s, http=settings.http_protocol,
+        timeout_keep_alive=settings.timeout_keep_alive_s,
+        http=http_protocol(settings.http_protocol),
         limit_concurrency=settings.limit_concurrency,
         h11_max_incomplete_event_size=settings.h11_max_incomplete_event_size)
     if args.workers <= 1:

@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from app.fast_refusal import http_protocol
 from app.main import create_app
 from app.settings import ServiceSettings
 from trainer.transport.redis_server import EmbeddedRedis, free_port
@@ -27,7 +28,7 @@ class ThreadedServer:
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
-            lifespan="on"))
+            lifespan="on", http=http_protocol("auto")))  # as `ialp serve` runs it
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
 

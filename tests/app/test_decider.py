@@ -75,6 +75,17 @@ def test_the_child_draws_what_the_sampler_draws_and_records_it(
     assert _batches(http, srv, "decider") == 12 and _batches(http, srv, "thread") == 0
 
 
+def test_the_child_runs_at_the_configured_niceness(
+        serve: Callable[[ServiceSettings], ThreadedServer], module_redis: str) -> None:
+    """The event loop goes first when the cores are contended: the child is niced."""
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    for nice in (3, 0):
+        srv = serve(make_settings(module_redis, decider=True, decider_nice=nice))
+        decider = srv.svc.recommender.decider
+        assert decider is not None and decider.alive and decider.pid is not None
+        assert os.getpriority(os.PRIO_PROCESS, decider.pid) == min(19, mine + nice)
+
+
 def test_k_above_one_is_decided_on_the_thread(
         http: httpx.Client, serve: Callable[[ServiceSettings], ThreadedServer],
         module_redis: str) -> None:
