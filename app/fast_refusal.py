@@ -15,7 +15,9 @@ task reaches the guard), so a burst read in one go cannot overshoot it. Everythi
 falls through to uvicorn's own path, where the ASGI guard still decides:
 
 * requests on routes the guard never refuses (health, metrics, operator routes);
-* a connection with a response still in progress (pipelining: answers must keep order);
+* a connection with a response still in progress (pipelining: answers must keep order)
+  or whose client has stopped reading its answers (uvicorn's path waits for the socket
+  to drain; written here they would pile up in memory);
 * ``Expect: 100-continue`` (the client may not send the body the parser would wait for)
   and protocol upgrades;
 * applications without a guard.
@@ -108,12 +110,13 @@ class FastRefusalProtocol(HttpToolsProtocol):
 
     def _may_refuse_here(self) -> bool:
         """Whether a refusal may be written now: nothing in progress on this connection,
-        no body the client holds back, no upgrade, no root path (the guard's paths are
-        the application's own)."""
+        a client that reads its answers (else uvicorn's path, which waits for the socket
+        to drain), no body the client holds back, no upgrade, no root path (the guard's
+        paths are the application's own)."""
         cycle = self.cycle
         return (cycle is None or cycle.response_complete) and not self.pipeline \
-            and not self.expect_100_continue and not self.root_path \
-            and not self.parser.should_upgrade()
+            and not self.flow.write_paused and not self.expect_100_continue \
+            and not self.root_path and not self.parser.should_upgrade()
 
     def _path(self) -> bytes:
         url = self.url
