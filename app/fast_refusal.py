@@ -2,8 +2,8 @@
 
 :class:`app.overload.OverloadGuard` refuses requests beyond ``max_in_flight`` before any
 routing, but by then uvicorn has built the request's scope, a request/response cycle and
-an asyncio task, and the 503 goes through the ASGI ``send`` machinery: about 64 µs of
-event-loop time per refusal. At twice the capacity there are as many refusals as served
+an asyncio task, and the 503 goes through the ASGI ``send`` machinery: 27.5 µs of the
+API process's CPU per refusal (11–12 µs with this protocol; ``benchmarks/overload.py``). At twice the capacity there are as many refusals as served
 requests, so that cost is taken from the served ones (docs/performance.md, "Overload").
 
 :class:`FastRefusalProtocol` is uvicorn's httptools protocol with one change: when a
