@@ -3,13 +3,16 @@
 :class:`app.overload.OverloadGuard` refuses requests beyond ``max_in_flight`` before any
 routing, but by then uvicorn has built the request's scope, a request/response cycle and
 an asyncio task, and the 503 goes through the ASGI ``send`` machinery: 27.5 µs of the
-API process's CPU per refusal (11–12 µs with this protocol; ``benchmarks/overload.py``). At twice the capacity there are as many refusals as served
-requests, so that cost is taken from the served ones (docs/performance.md, "Overload").
+API process's CPU per refusal (11–12 µs with this protocol; ``benchmarks/overload.py``).
+At twice the capacity there are as many refusals as served requests, so that cost is
+taken from the served ones (docs/performance.md, "Overload").
 
-:class:`FastRefusalProtocol` is uvicorn's httptools protocol with one change: when a
-request's head is complete and the guard is full, it writes the guard's 503 (the same
-status, body and ``Retry-After``, plus uvicorn's ``date`` / ``server`` headers) straight to
-the socket and skips the request's body, with no scope, cycle or task. A request it
+:class:`FastRefusalProtocol` is uvicorn's httptools protocol with two changes. While the
+guard is full, a read that is exactly one whole, plain request on a guarded route is
+answered from its raw bytes, without the parser; otherwise, when a request's head is
+complete, it writes the guard's 503 (the same status, body and ``Retry-After``, plus
+uvicorn's ``date`` / ``server`` headers) straight to the socket and skips the request's
+body, with no scope, cycle or task. A request it
 lets through counts towards the bound at once (:attr:`OverloadGuard.admitted`, until its
 task reaches the guard), so a burst read in one go cannot overshoot it. Everything else
 falls through to uvicorn's own path, where the ASGI guard still decides:
