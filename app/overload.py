@@ -63,7 +63,10 @@ class OverloadGuard:
         self._raw_head = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
             name + b": " + value + b"\r\n" for name, value in headers))
         self._raw_body = body
-        self._raw: dict[tuple[int, bool], bytes] = {}  # (id of uvicorn's headers, keep-alive)
+        # uvicorn's default headers the cached answers were built with (held, so the
+        # identity check below cannot match a recycled object), and those answers.
+        self._raw_for: list[tuple[bytes, bytes]] | None = None
+        self._raw: dict[bool, bytes] = {}  # keep-alive → the whole answer
 
     def guards(self, raw_path: bytes) -> bool:
         """Whether requests on ``raw_path`` count and can be refused."""
@@ -79,16 +82,17 @@ class OverloadGuard:
                     ) -> bytes:
         """The whole HTTP/1.1 refusal as bytes: this guard's status, headers and body,
         plus ``default_headers`` (uvicorn's ``date`` / ``server``) and, without
-        ``keep_alive``, ``connection: close``. Built once per second (uvicorn replaces
-        its header list when the date changes)."""
-        key = (id(default_headers), keep_alive)
-        raw = self._raw.get(key)
+        ``keep_alive``, ``connection: close``. Rebuilt when uvicorn replaces its header
+        list (once a second, for the date)."""
+        if default_headers is not self._raw_for:
+            self._raw_for = default_headers
+            self._raw = {}
+        raw = self._raw.get(keep_alive)
         if raw is None:
-            if len(self._raw) > 8:  # yesterday's dates
-                self._raw.clear()
             extra = b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
             close = b"" if keep_alive else b"connection: close\r\n"
-            raw = self._raw[key] = self._raw_head + extra + close + b"\r\n" + self._raw_body
+            raw = self._raw[keep_alive] = (self._raw_head + extra + close + b"\r\n"
+                                           + self._raw_body)
         return raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

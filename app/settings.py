@@ -159,13 +159,6 @@ class ServiceSettings(DeploymentSettings):
         "once; beyond, 503 with Retry-After at once (app/overload.py). Unset: 128 with "
         "the decider process (four batches decided, four more parsed meanwhile), 64 "
         "without (one batch decided, one gathering).")
-
-    @property
-    def in_flight_bound(self) -> int:
-        """:attr:`max_in_flight`, or its default for this configuration."""
-        if self.max_in_flight is not None:
-            return self.max_in_flight
-        return 128 if self.decider and self.micro_batching else 64
     max_queue_wait_ms: float = Field(
         default=1000.0, gt=0, description="Longest a recommendation waits for its forward "
         "pass; beyond, 503 with Retry-After instead of a late answer (above the Redis "
@@ -187,6 +180,13 @@ class ServiceSettings(DeploymentSettings):
     ab_popularity_refresh_s: float = Field(
         default=10.0, gt=0.0, description="How often the popular arm reloads the per-item "
         "positive feedback counts from Redis.")
+
+    @property
+    def in_flight_bound(self) -> int:
+        """:attr:`max_in_flight`, or its default for this configuration."""
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        return 128 if self.decider and self.micro_batching else 64
 
     @field_validator("api_key", "admin_api_key", mode="before")
     @classmethod

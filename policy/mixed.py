@@ -227,7 +227,11 @@ class MixedPolicy:
         again (a published version): the graph folds work on the weights into constants
         at freezing time, so later changes would reach it only in part."""
         self._serving = True
-        self.precision = serving_precision(precision, self.num_items)
+        resolved = serving_precision(precision, self.num_items)
+        if resolved != self.precision:  # graphs traced at another precision are stale
+            self._sampler = None
+            self._frozen.clear()
+            self.precision = resolved
         if self.beta is None:
             # θ alone: the sampler decides k = 1 calls; the scorer (other calls) is traced
             # on first use, so a new version costs one trace, not two.

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--micro-batching", action=argparse.BooleanOptionalAction, default=None,
                    help="batch concurrent /v1/recommend calls (default on)")
     p.add_argument("--decider", action=argparse.BooleanOptionalAction, default=None,
-                   help="decide k = 1 batches in a child process, two batches in flight "
+                   help="decide k = 1 batches in a child process, several batches in flight "
                    "(default on with more than one core and one worker; "
                    "docs/performance.md)")
     p.add_argument("--score-precision", choices=("auto", "float32", "bfloat16"),

@@ -137,3 +137,6 @@ def test_bfloat16_scores_stay_close_to_float32() -> None:
     tv = 0.5 * np.abs(rounded - exact).sum(axis=1)
     assert tv.max() < 0.01
     np.testing.assert_allclose(rounded, exact, rtol=0.05)
+    # Freezing again at another precision re-traces: the graphs follow the new one.
+    policy.freeze_for_serving("bfloat16")
+    np.testing.assert_array_equal(policy.component_probs(padded)[0], rounded)
