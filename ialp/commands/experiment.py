@@ -74,6 +74,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "actor's initial logits (0 = none)",
     )
     p.add_argument(
+        "--item-ids", action=argparse.BooleanOptionalAction, default=True,
+        help="with --items features: keep a free per-item vector and bias beside the "
+        "feature terms (default on; --no-item-ids scores items through features only)",
+    )
+    p.add_argument(
         "--logs", choices=["all", "imbalanced"], default="all",
         help="training logs the offline parts of the run see (item features, popular, "
         "sasrec, laac, the VW peer's features): all of them (default), or a subset in "
@@ -143,6 +148,8 @@ def _run_suite(args: argparse.Namespace) -> int:
         extra["experiment"] = {"steps": args.suite_steps, "eval_every": args.suite_steps // 10}
     if args.logs != "all":
         extra.setdefault("experiment", {})["logs"] = args.logs
+    if not args.item_ids:
+        extra.setdefault("experiment", {})["item_ids"] = False
     if args.eval_greedy:  # every learner evaluated greedily, as the VW peer and frozen iALP
         extra.setdefault("experiment", {})["online"] = {"eval_explore": False}
     if args.suite_eval_episodes:
@@ -210,6 +217,7 @@ def _run(args: argparse.Namespace) -> int:
             items=args.items,
             item_features=tuple(k.strip() for k in args.item_features.split(",") if k.strip()),
             prior_scale=args.prior_scale,
+            item_ids=args.item_ids,
             logs=args.logs,
         )
     except ValueError as exc:

@@ -67,6 +67,10 @@ class ExperimentConfig:
     prior_scale: float = 3.0
     """With ``items = "features"``: weight of the log-popularity prior in the actor's
     logits at the start (``PolicyConfig.prior_scale``)."""
+    item_ids: bool = True
+    """With ``items = "features"``: keep a free per-item vector and bias beside the
+    feature terms of the heads (``PolicyConfig.item_ids``); False scores items through
+    their features only."""
 
     def __post_init__(self) -> None:
         if self.items not in ("features", "id"):

@@ -91,6 +91,7 @@ def policy_config_for(env: RecBatchEnv, config: ExperimentConfig) -> PolicyConfi
         num_users=num_users,
         item_features=feats.dim if feats is not None else 0,
         prior_scale=config.prior_scale if feats is not None else 1.0,
+        item_ids=config.item_ids,
     )
 
 

@@ -9,10 +9,10 @@ from typing import Any
 from simulator_client.experiments.context import ExperimentConfig
 from simulator_client.experiments.methods.ialp import QUICK_PRETRAIN
 from trainer.agents import OnlineConfig
-from trainer.learners import ONLINE_A2C
+from trainer.learners import ONLINE_A2C, ONLINE_AP
 
 PAPER_METHODS = ("random", "popular", "sasrec", "vw-bandit", "dqn", "pg", "a2c", "ialp",
-                 "ialp-sampled", "ialp-ft", "ialp-ap", "ialp-ap-copy", "llm-online",
+                 "ialp-sampled", "ialp-ft", "ialp-ap", "ialp-ap-random", "llm-online",
                  "laac", "laac-ap", "gee", "gee-exploit", "gee-random-ctr", "gee-no-drop")
 
 
@@ -47,6 +47,7 @@ where the environment provides them; the suite's Table 6."""
 
 
 A2C_HYPER: dict[str, Any] = dict(ONLINE_A2C)
+AP_HYPER: dict[str, Any] = dict(ONLINE_AP)
 
 
 ALPHA_HANDOVER = 150
@@ -93,7 +94,7 @@ def mode_settings(quick: bool) -> dict[str, Any]:
                     "listwise": 1.0}
         online = {"batch_size": 64, "warmup": 256, "updates_per_step": 1,
                   "mask_history": True}
-    ap = {**A2C_HYPER, "alpha_schedule": "linear", "alpha_start": 0.0,
+    ap = {**AP_HYPER, "alpha_schedule": "linear", "alpha_start": 0.0,
           "alpha_steps": alpha_steps}
     hyper = {"a2c": A2C_HYPER, "ialp-ft": A2C_HYPER, "ialp-ap": ap,
              "dqn": {"lr": 0.003}, "pg": {"lr": 0.003}, "ialp": {"pretrain": pretrain}}

@@ -354,9 +354,9 @@ def _reading(summary: dict[str, Any]) -> list[str]:
             line += (f"After one epoch A-iALP_ap has {m('ialp-ap', 'at1'):.2f} vs A2C "
                      f"{m('a2c', 'at1'):.2f}; final Return {m('ialp-ap', 'final'):.2f} vs "
                      f"{m('a2c', 'final'):.2f}. ")
-        if "ialp-ap" in res and "ialp-ap-copy" in res:
-            line += (f"A random β (A-iALP_ap) ends at {m('ialp-ap', 'final'):.2f}, β copied "
-                     f"from θ at {m('ialp-ap-copy', 'final'):.2f}. ")
+        if "ialp-ap" in res and "ialp-ap-random" in res:
+            line += (f"β copied from θ (A-iALP_ap) ends at {m('ialp-ap', 'final'):.2f}, a "
+                     f"random β at {m('ialp-ap-random', 'final'):.2f}. ")
         line += (f"Highest final Return: {LABELS.get(bestf, bestf)} "
                  f"({m(bestf, 'final'):.2f}).")
         out.append(line)

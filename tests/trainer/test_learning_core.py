@@ -169,3 +169,61 @@ def test_pretraining_anchor_applies_only_with_a_prior() -> None:
         _config(5, prior_scale=3.0))["anchor"] == 2.0
     with pytest.raises(ValueError, match="anchor"):
         PretrainConfig(anchor=-1.0)
+
+
+def test_anchor_mode_picks_the_direction_of_the_kl() -> None:
+    """``forward`` is KL(π₀ ‖ π), ``reverse`` KL(π ‖ π₀): they differ for the same π, each
+    equals its formula, both are 0 at π = π₀; an unknown mode is refused."""
+    feats = _features()
+    cfg = _config(feats.dim, prior_scale=3.0)
+    hist = torch.tensor([[1, 2], [12, 13]])
+    kl: dict[str, float] = {}
+    for mode in ("forward", "reverse"):
+        learner = make_learner("a2c", cfg, seed=0, anchor=1.0, anchor_mode=mode,
+                               init=init_policy(cfg, seed=0, item_features=feats))
+        net = learner.net  # type: ignore[attr-defined]
+        net.eval()
+        with torch.no_grad():
+            log_p0 = torch.log_softmax(net.logits(hist), -1)
+        log_pi = torch.log_softmax(log_p0 + torch.linspace(0, 3, N_ITEMS), -1)
+        got = learner._anchor_kl(hist, None, log_pi, None)  # type: ignore[attr-defined]
+        p, p0 = log_pi.exp(), log_p0.exp()
+        want = ((p0 * (log_p0 - log_pi)) if mode == "forward" else (p * (log_pi - log_p0)))
+        assert float(got) == pytest.approx(float(want.sum(-1).mean()), rel=1e-5)
+        assert float(learner._anchor_kl(hist, None, log_p0, None)) == pytest.approx(  # type: ignore[attr-defined]
+            0.0, abs=1e-6)
+        kl[mode] = float(got)
+    assert abs(kl["forward"] - kl["reverse"]) > 1e-3
+    with pytest.raises(ValueError, match="anchor_mode"):
+        make_learner("a2c", cfg, seed=0, anchor_mode="sideways")
+
+
+@pytest.mark.parametrize("method", ["a2c", "ap"])
+def test_serve_average_snapshots_the_polyak_average(method: str) -> None:
+    """With ``serve_average`` the snapshot carries the target network (the Polyak
+    average), which lags the live weights; without it, the live weights."""
+    feats = _features()
+    cfg = _config(feats.dim, prior_scale=3.0)
+    hist = torch.tensor([[1, 2], [12, 13]])
+    logits: dict[bool, torch.Tensor] = {}
+    for average in (False, True):
+        init = init_policy(cfg, seed=0, item_features=feats)
+        extra = {"beta_init": "copy", "alpha_steps": 1} if method == "ap" else {}
+        learner = make_learner(method, cfg, seed=0, init=init, serve_average=average,
+                               **extra)  # type: ignore[arg-type]
+        for _ in range(20):
+            learner.update(_batch(32, [25, 26, 5], [1.0, 1.0, 0.0]))  # type: ignore[arg-type]
+        net = learner.snapshot().beta if method == "ap" else learner.snapshot().theta
+        assert net is not None
+        served = learner.served_network()  # type: ignore[attr-defined]
+        expect = learner.target if average else learner.net  # type: ignore[attr-defined]
+        assert served is expect
+        for a, b in zip(net.state_dict().values(), expect.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+        assert all(p.requires_grad for p in net.parameters())  # usable as a learner's init
+        net.eval()
+        with torch.no_grad():
+            logits[average] = net.logits(hist)
+    assert not torch.allclose(logits[False], logits[True])
+    with pytest.raises(ValueError, match="serve_average"):
+        make_learner("a2c", cfg, seed=0, serve_average=True, target_tau=0.0)

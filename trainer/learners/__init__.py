@@ -14,13 +14,14 @@ from typing import Any
 from policy.config import PolicyConfig
 from policy.mixed import MixedPolicy
 from trainer.learners.a2c import ONLINE_A2C, PAPER_A2C, A2CConfig, A2CLearner
-from trainer.learners.adaptive import APConfig, APLearner, FTConfig, FTLearner
+from trainer.learners.adaptive import ONLINE_AP, APConfig, APLearner, FTConfig, FTLearner
 from trainer.learners.base import BaseLearner, Learner, NonFiniteLossError
 from trainer.learners.dqn import DQNConfig, DQNLearner
 from trainer.learners.pg import PGConfig, PGLearner
 
 __all__ = [
     "ONLINE_A2C",
+    "ONLINE_AP",
     "PAPER_A2C",
     "A2CConfig",
     "A2CLearner",

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from policy.actor_critic import ActorCritic
 from policy.config import PolicyConfig
 from policy.mixed import MixedPolicy
 from trainer.batch import TransitionBatch
@@ -83,14 +84,30 @@ class A2CConfig:
     (frozen; renormalised over the same items when history is masked). Pre-training
     (``trainer.pretrain``) uses it so the judge's preference becomes a correction of the
     starting policy (the operator's popularity prior) instead of replacing it; 0 = off."""
+    anchor_mode: str = "forward"
+    """Direction of the anchor term. ``forward``: KL(π₀ ‖ π), which keeps π at least as
+    broad as π₀ (mass-covering). ``reverse``: KL(π ‖ π₀) = −H(π) − E_π[log π₀], which lets
+    π sharpen within π₀'s support but penalises mass on items π₀ finds unlikely; its
+    optimum is π ∝ π₀·exp(Q/anchor), a prior-relative entropy bonus."""
+
+    serve_average: bool = False
+    """Snapshots (what is evaluated and published) carry the Polyak-averaged network of
+    ``target_tau`` instead of the latest weights; acting during training stays on the
+    latest. The average changes by ``target_tau`` per update, so a few unlucky updates
+    move what users are served only a little."""
 
     def __post_init__(self) -> None:
+        if self.serve_average and self.target_tau <= 0:
+            raise ValueError("serve_average needs a target network (target_tau > 0)")
         if self.advantage not in ("td", "expected"):
             raise ValueError(f"advantage must be 'td' or 'expected', not {self.advantage!r}")
         if self.bootstrap not in ("max", "double"):
             raise ValueError(f"bootstrap must be 'max' or 'double', not {self.bootstrap!r}")
         if self.anchor < 0:
             raise ValueError(f"anchor must be >= 0, not {self.anchor}")
+        if self.anchor_mode not in ("forward", "reverse"):
+            raise ValueError(f"anchor_mode must be 'forward' or 'reverse', "
+                             f"not {self.anchor_mode!r}")
 
 
 ONLINE_A2C: dict[str, Any] = {
@@ -253,15 +270,33 @@ class A2CLearner(BaseLearner):
 
     def _anchor_kl(self, histories: torch.Tensor, user_ids: torch.Tensor | None,
                    log_pi: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Mean KL(π₀(·|s) ‖ π(·|s)) over the states, π₀ the frozen starting actor."""
+        """Mean KL over the states between π and π₀, the frozen starting actor, in the
+        direction of ``anchor_mode``."""
         assert self.anchor_net is not None
         with torch.no_grad():
             logits0 = self.anchor_net.actor(self.anchor_net.encode(histories, user_ids))
             if mask is not None:
                 logits0 = logits0.masked_fill(mask, -1e9)
             log_p0 = F.log_softmax(logits0, dim=-1)
-            p0 = log_p0.exp()
+        if self.hyper.anchor_mode == "reverse":
+            p = log_pi.exp()
+            return (p * (log_pi - log_p0)).sum(dim=1).mean()
+        p0 = log_p0.exp()
         return (p0 * (log_p0 - log_pi)).sum(dim=1).mean()
+
+    def served_network(self) -> ActorCritic:
+        """The network a snapshot copies: the Polyak average with ``serve_average``,
+        else the latest weights."""
+        if self.hyper.serve_average and self.target is not None:
+            return self.target
+        return self.net
+
+    def snapshot(self) -> MixedPolicy:
+        """An independent eval-mode copy of :meth:`served_network`."""
+        net = copy.deepcopy(self.served_network())
+        net.requires_grad_(True)  # like a copy of the live network: trainable as an init
+        net.eval()
+        return self._wrap(net)
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         """One step on L = L_A + L_Q; then the target network moves by ``target_tau``."""

@@ -14,12 +14,14 @@ experiment runner and the service's trainer both build them with
   as in ``ft``. α follows a :class:`policy.schedules.AlphaSchedule` in learner updates
   and reaches 1, when π̃ = πβ. Snapshots carry scheme ``ap``, both networks and α.
 
-β's initial weights (``beta_init``): ``random`` (the default; section 5.2's setup:
-"initialises randomly another learnable policy with the same network") or ``copy`` of θ
-(Algorithm 2, line 3). The 20k suite measured them side by side (3 seeds, final Return,
-docs/results-notes.md): Coat 69.7 vs 69.8, LFM 72.1 vs 72.5, Industry 69.4 vs 63.0. A copy
-inherits θ's sharpened, judge-shaped actor and explores less once α hands over; a random β
-starts from the item features' popularity prior and learns like A2C.
+β's settings (:class:`APConfig`, measured on Industry, 3 seeds, 20k interactions; the
+numbers are in docs/results-notes.md): β starts as a **copy** of θ (Algorithm 2, line 3)
+and stays within θ's support through a **reverse KL anchor** KL(πβ ‖ πθ) (weight 0.05): it
+may sharpen on the items θ finds plausible but not drift to items θ rules out, which is
+what made a fresh β's final Return swing between ~40 and ~70 from seed to seed. Without
+an entropy bonus (the anchor already carries one, relative to θ), at lr 2e-3, and
+snapshots (what is served and evaluated) carry the Polyak average of β's weights. A
+``random`` β (section 5.2's setup) remains selectable.
 """
 
 from __future__ import annotations
@@ -51,12 +53,24 @@ class FTConfig(A2CConfig):
 
 @dataclass(frozen=True)
 class APConfig(A2CConfig):
-    """A-iALP_ap hyperparameters: A2C's for β, plus β's start and the α schedule."""
+    """A-iALP_ap hyperparameters: A2C's for β (five defaults differ, below), plus β's
+    start and the α schedule."""
 
-    beta_init: str = "random"
-    """``random``: a fresh network of the same shape seeded from the learner's seed
-    (section 5.2's setup; the default, measured best); ``copy``: β starts as a copy of θ
-    (Algorithm 2, line 3)."""
+    lr: float = 2e-3
+    """Adam learning rate of β (measured on Industry with the anchor: 1e-3, 2e-3 and 3e-3
+    end within noise of one another, 2e-3 highest and steadiest)."""
+    entropy_coef: float = 0.0
+    """No entropy bonus: the reverse anchor already rewards entropy relative to θ."""
+    anchor: float = 0.05
+    """Weight of the KL anchor to the network β started from (θ with ``copy``)."""
+    anchor_mode: str = "reverse"
+    """KL(πβ ‖ π₀): β may sharpen within θ's support, not leave it."""
+    serve_average: bool = True
+    """Snapshots carry the Polyak average of β (``target_tau`` per update)."""
+    beta_init: str = "copy"
+    """``copy``: β starts as a copy of θ (Algorithm 2, line 3; the default); ``random``: a
+    fresh network of the same shape seeded from the learner's seed (section 5.2's setup),
+    whose only anchor is then its own start (the popularity prior)."""
     alpha_schedule: str = "linear"
     """α schedule kind: ``constant``, ``linear`` or ``exponential`` (policy.schedules)."""
     alpha_start: float = 0.0
@@ -198,7 +212,8 @@ class APLearner(A2CLearner):
 
     def snapshot(self) -> MixedPolicy:
         """Independent eval-mode copies of θ and β with the current α."""
-        beta = copy.deepcopy(self.net)
+        beta = copy.deepcopy(self.served_network())
+        beta.requires_grad_(True)
         beta.eval()
         return self._wrap(beta, copy.deepcopy(self.theta))
 
@@ -224,4 +239,18 @@ def _resumed_alpha_step(policy: MixedPolicy, schedule: AlphaSchedule) -> int:
     return lo
 
 
-__all__ = ["BETA_INITS", "APConfig", "APLearner", "FTConfig", "FTLearner"]
+ONLINE_AP: dict[str, Any] = {
+    "lr": APConfig.lr,
+    "advantage": APConfig.advantage,
+    "normalize_advantage": APConfig.normalize_advantage,
+    "entropy_coef": APConfig.entropy_coef,
+    "anchor": APConfig.anchor,
+    "anchor_mode": APConfig.anchor_mode,
+    "serve_average": APConfig.serve_average,
+    "beta_init": APConfig.beta_init,
+}
+"""A-iALP_ap's online settings (the defaults of :class:`APConfig`), in one place for every
+caller that spells them out (suite, LAAC + A-iALP_ap); the service's learner uses the
+defaults themselves."""
+
+__all__ = ["BETA_INITS", "ONLINE_AP", "APConfig", "APLearner", "FTConfig", "FTLearner"]

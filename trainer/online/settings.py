@@ -30,8 +30,9 @@ class TrainerSettings(DeploymentSettings):
     scheme: Literal["ap", "ft"] = Field(
         default="ap", description="ap: learn β beside frozen θ, anneal α; ft: fine-tune θ.")
     beta_init: Literal["copy", "random"] = Field(
-        default="random", description="ap: β starts random (section 5.2's setup, the "
-        "default) or as a copy of θ (Alg. 2).")
+        default="copy", description="ap: β starts as a copy of θ (Alg. 2, the default; "
+        "its reverse KL anchor then keeps β within θ's support) or random (section 5.2's "
+        "setup).")
     learner_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments of make_learner (JSON).")
     update_every: int = Field(default=64, ge=1, description="Transitions per update.")

@@ -7,7 +7,7 @@ Methods registered with :func:`simulator_client.experiments.register_method`:
   with its sampling (the experiment's ``eval_explore``).
 * ``ialp-ft`` (alias ``ft``): A-iALP_ft, learner ``ft`` started from πθ.
 * ``ialp-ap`` (alias ``ap``): A-iALP_ap, learner ``ap`` (θ frozen, β learned, α annealed)
-  with the learner's default β start (random); ``ialp-ap-copy`` and ``ialp-ap-random``
+  with the learner's default β start (a copy of θ); ``ialp-ap-copy`` and ``ialp-ap-random``
   force β = copy of θ (Algorithm 2) or a random β (section 5.2's setup).
 * ``<method>+<strategy>`` for method in ``a2c``, ``ialp``, ``ialp-ft``, ``ialp-ap`` and
   strategy in ``greedy``, ``epsilon``, ``categorical``: the same method acting with that

@@ -58,7 +58,7 @@ from simulator_client.experiments.context import ExperimentConfig, MethodContext
 from simulator_client.experiments.methods.ialp import IALP_KEYS, ExploringAgent, FrozenAgent
 from trainer.agents import Agent, OnlineConfig
 from trainer.laac import METHOD_NAME, LAACConfig, train_laac
-from trainer.learners import ONLINE_A2C, make_learner
+from trainer.learners import ONLINE_AP, make_learner
 from trainer.learners.base import Learner
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ ALPHA_HANDOVER = 150
 """Learner updates after which ``laac-ap``'s α reaches 1 (at most half the run's updates):
 the suite's A-iALP_ap setting (``simulator_client.experiments.suite_config``, which this
 package may not import)."""
-AP_DEFAULTS: dict[str, Any] = {**ONLINE_A2C, "alpha_schedule": "linear", "alpha_start": 0.0}
+AP_DEFAULTS: dict[str, Any] = {**ONLINE_AP, "alpha_schedule": "linear", "alpha_start": 0.0}
 """The suite's A-iALP_ap hyperparameters apart from ``alpha_steps``."""
 SUMMARY_KEYS = ("extremes", "seconds", "updates", "transitions", "dllm_size",
                 "unexplored_share", "anchoring_gap", "judge")

@@ -151,11 +151,13 @@ def test_alpha_schedule_advances_with_updates(theta: MixedPolicy) -> None:
     assert learner.snapshot().metadata["alpha_step"] == 5
 
 
-def test_ap_resumes_from_a_published_policy(theta: MixedPolicy) -> None:
+@pytest.mark.parametrize("average", [False, True])
+def test_ap_resumes_from_a_published_policy(theta: MixedPolicy, average: bool) -> None:
     """The service rebuilds its learner from the last published (ap) version: θ, β and α
-    carry over and θ stays frozen."""
+    carry over and θ stays frozen. β resumes from the published weights: the latest ones,
+    or with ``serve_average`` (the default) the Polyak average that was served."""
     learner = make_learner("ap", CFG, seed=0, init=theta, beta_init="random", lr=3e-3,
-                           alpha_steps=10)
+                           alpha_steps=10, serve_average=average)
     assert isinstance(learner, APLearner)
     for _ in range(4):
         learner.update(_batch())
@@ -163,7 +165,9 @@ def test_ap_resumes_from_a_published_policy(theta: MixedPolicy) -> None:
     resumed = make_learner("ap", CFG, seed=1, init=published, alpha_steps=10)
     assert isinstance(resumed, APLearner)
     assert resumed.alpha == pytest.approx(learner.alpha)
-    for a, b in zip(resumed.net.parameters(), learner.net.parameters(), strict=True):
+    served = learner.target if average else learner.net
+    assert served is not None
+    for a, b in zip(resumed.net.parameters(), served.parameters(), strict=True):
         assert torch.equal(a, b)
     for a, b in zip(resumed.theta.parameters(), theta.theta.parameters(), strict=True):
         assert torch.equal(a, b)
