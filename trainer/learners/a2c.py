@@ -89,7 +89,6 @@ class A2CConfig:
     broad as π₀ (mass-covering). ``reverse``: KL(π ‖ π₀) = −H(π) − E_π[log π₀], which lets
     π sharpen within π₀'s support but penalises mass on items π₀ finds unlikely; its
     optimum is π ∝ π₀·exp(Q/anchor), a prior-relative entropy bonus."""
-
     serve_average: bool = False
     """Snapshots (what is evaluated and published) carry the Polyak-averaged network of
     ``target_tau`` instead of the latest weights; acting during training stays on the
@@ -291,12 +290,17 @@ class A2CLearner(BaseLearner):
             return self.target
         return self.net
 
-    def snapshot(self) -> MixedPolicy:
-        """An independent eval-mode copy of :meth:`served_network`."""
+    def served_copy(self) -> ActorCritic:
+        """An independent eval-mode copy of :meth:`served_network`, trainable like a copy
+        of the live network (a snapshot may become another learner's init)."""
         net = copy.deepcopy(self.served_network())
-        net.requires_grad_(True)  # like a copy of the live network: trainable as an init
+        net.requires_grad_(True)
         net.eval()
-        return self._wrap(net)
+        return net
+
+    def snapshot(self) -> MixedPolicy:
+        """A policy over :meth:`served_copy`."""
+        return self._wrap(self.served_copy())
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         """One step on L = L_A + L_Q; then the target network moves by ``target_tau``."""

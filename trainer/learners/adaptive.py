@@ -212,10 +212,7 @@ class APLearner(A2CLearner):
 
     def snapshot(self) -> MixedPolicy:
         """Independent eval-mode copies of θ and β with the current α."""
-        beta = copy.deepcopy(self.served_network())
-        beta.requires_grad_(True)
-        beta.eval()
-        return self._wrap(beta, copy.deepcopy(self.theta))
+        return self._wrap(self.served_copy(), copy.deepcopy(self.theta))
 
 
 def _resumed_alpha_step(policy: MixedPolicy, schedule: AlphaSchedule) -> int:
