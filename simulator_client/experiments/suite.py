@@ -24,6 +24,7 @@ method's deployed exploration (categorical sampling unless stated).
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,25 @@ from simulator_client.experiments.suite_config import (
     mode_settings,
 )
 from simulator_client.experiments.suite_report import aggregate, plot_suite, write_results_md
+
+
+def code_version(root: str | Path | None = None) -> dict[str, Any]:
+    """The code a suite runs: ``{"commit": sha, "dirty": bool}`` of the git work tree at
+    ``root`` (default: this package's checkout); ``{}`` outside a git checkout.
+
+    Worker processes import some modules only when a task first needs them, so a file
+    edited while a suite runs can reach part of its results: a result is reproducible
+    from its commit only when ``dirty`` is false (run suites from a clean clone)."""
+    where = Path(root) if root is not None else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, check=True,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=where, check=True, capture_output=True, text=True,
+                                timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": commit, "dirty": bool(status.strip())}
 
 
 def _registered(methods: Sequence[str]) -> list[str]:
@@ -111,6 +131,7 @@ def run_suite(cfg: SuiteConfig, out_dir: str | Path, *, progress: bool = True,
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     cpu0 = _cpu_seconds()
+    code = code_version()
     tasks = [(e, s, "main") for e in cfg.envs for s in cfg.seeds]
     if _registered(cfg.explore_methods):
         tasks += [(e, s, "explore") for e in cfg.envs for s in _explore_seeds(cfg)]
@@ -138,6 +159,11 @@ def run_suite(cfg: SuiteConfig, out_dir: str | Path, *, progress: bool = True,
     summary["cpu_seconds"] = _cpu_seconds() - cpu0
     summary["busy_seconds"] = busy
     summary["jobs"] = jobs
+    # Dirty if a tracked file changed at the start or at any time up to the end.
+    end = code_version()
+    summary["code"] = {**code, "dirty": bool(code.get("dirty") or end.get("dirty")
+                                              or end.get("commit") != code.get("commit"))
+                       } if code else {}
     (out / "suite.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     plot_suite(summary, out)
     if docs_dir is not None:
@@ -146,4 +172,5 @@ def run_suite(cfg: SuiteConfig, out_dir: str | Path, *, progress: bool = True,
 
 
 __all__ = ["A2C_HYPER", "EXPLORE_METHODS", "PAPER_METHODS", "SuiteConfig", "aggregate",
+           "code_version",
            "experiment_config", "mode_settings", "plot_suite", "run_suite", "write_results_md"]

@@ -263,6 +263,16 @@ def plot_suite(summary: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
+def _code_line(code: dict[str, Any]) -> str:
+    """The sentence naming the commit the results came from."""
+    if not code.get("commit"):
+        return "Code version: not recorded."
+    if code.get("dirty"):
+        return (f"Code: commit {code['commit'][:10]} **with uncommitted changes** (the "
+                "results may not be reproducible from the commit).")
+    return f"Code: commit {code['commit'][:10]}, no uncommitted changes."
+
+
 def _fmt(stat: dict[str, float], digits: int = 2) -> str:
     if stat.get("n", 2) < 2:
         return f"{stat['mean']:.{digits}f} (1 seed)"
@@ -413,7 +423,7 @@ def write_results_md(suite_json: str | Path, docs_dir: str | Path, *,
         f"worker process(es), {summary.get('cpu_seconds', float('nan')) / 60:.1f} CPU-minutes "
         "(user + system, all processes); wall time of the runs per environment: "
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in summary.get("busy_seconds", {}).items())
-        + ". Values are mean ± std over seeds.",
+        + ". Values are mean ± std over seeds. " + _code_line(summary.get("code") or {}),
         "",
         "## Table 3: initial performance (epoch 0)",
         "",
