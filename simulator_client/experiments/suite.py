@@ -62,6 +62,37 @@ def code_version(root: str | Path | None = None) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
+RUNTIME_PACKAGES = ("torch", "numpy", "scipy", "vowpalwabbit", "transformers",
+                    "sentence-transformers", "peft")
+"""Packages whose versions a suite records: their numerics reach the results."""
+
+
+def runtime_info() -> dict[str, Any]:
+    """Where a suite runs: Python, CPU model and the versions of :data:`RUNTIME_PACKAGES`
+    (``null`` when not installed). Short pre-training runs are chaotic (a last-bit change
+    in a float can move a seed's R@0 by tens of points), so a different CPU or library
+    version can change results that the same commit produced elsewhere."""
+    import platform
+    from importlib import metadata
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions: dict[str, str | None] = {}
+    for name in RUNTIME_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(), "cpu": cpu, "packages": versions}
+
+
 def _registered(methods: Sequence[str]) -> list[str]:
     known = set(available_methods())
     return [m for m in methods if m in known]
@@ -159,6 +190,7 @@ def run_suite(cfg: SuiteConfig, out_dir: str | Path, *, progress: bool = True,
     summary["cpu_seconds"] = _cpu_seconds() - cpu0
     summary["busy_seconds"] = busy
     summary["jobs"] = jobs
+    summary["runtime"] = runtime_info()
     # Dirty if a tracked file changed at the start or at any time up to the end.
     end = code_version()
     summary["code"] = {**code, "dirty": bool(code.get("dirty") or end.get("dirty")
@@ -171,6 +203,6 @@ def run_suite(cfg: SuiteConfig, out_dir: str | Path, *, progress: bool = True,
     return summary
 
 
-__all__ = ["A2C_HYPER", "EXPLORE_METHODS", "PAPER_METHODS", "SuiteConfig", "aggregate",
-           "code_version",
-           "experiment_config", "mode_settings", "plot_suite", "run_suite", "write_results_md"]
+__all__ = ["A2C_HYPER", "EXPLORE_METHODS", "PAPER_METHODS", "RUNTIME_PACKAGES", "SuiteConfig",
+           "aggregate", "code_version", "experiment_config", "mode_settings", "plot_suite",
+           "run_suite", "runtime_info", "write_results_md"]

@@ -273,6 +273,14 @@ def _code_line(code: dict[str, Any]) -> str:
     return f"Code: commit {code['commit'][:10]}, no uncommitted changes."
 
 
+def _runtime_line(runtime: dict[str, Any]) -> str:
+    """The sentence naming the CPU and library versions (empty when not recorded)."""
+    if not runtime:
+        return ""
+    pkgs = ", ".join(f"{k} {v}" for k, v in runtime.get("packages", {}).items() if v)
+    return f" Runtime: Python {runtime.get('python')}, {runtime.get('cpu')}; {pkgs}."
+
+
 def _fmt(stat: dict[str, float], digits: int = 2) -> str:
     if stat.get("n", 2) < 2:
         return f"{stat['mean']:.{digits}f} (1 seed)"
@@ -423,7 +431,8 @@ def write_results_md(suite_json: str | Path, docs_dir: str | Path, *,
         f"worker process(es), {summary.get('cpu_seconds', float('nan')) / 60:.1f} CPU-minutes "
         "(user + system, all processes); wall time of the runs per environment: "
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in summary.get("busy_seconds", {}).items())
-        + ". Values are mean ± std over seeds. " + _code_line(summary.get("code") or {}),
+        + ". Values are mean ± std over seeds. " + _code_line(summary.get("code") or {})
+        + _runtime_line(summary.get("runtime") or {}),
         "",
         "## Table 3: initial performance (epoch 0)",
         "",

@@ -44,3 +44,19 @@ def test_an_edited_tracked_file_marks_the_results_dirty(tmp_path: Path) -> None:
 def test_outside_a_checkout_nothing_is_claimed(tmp_path: Path) -> None:
     assert code_version(tmp_path) == {}
     assert _code_line({}) == "Code version: not recorded."
+
+
+def test_runtime_names_the_installed_numerics() -> None:
+    import numpy
+    import torch
+
+    from simulator_client.experiments.suite import RUNTIME_PACKAGES, runtime_info
+    from simulator_client.experiments.suite_report import _runtime_line
+
+    info = runtime_info()
+    assert set(info["packages"]) == set(RUNTIME_PACKAGES)
+    assert info["packages"]["numpy"] == numpy.__version__
+    assert info["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    line = _runtime_line(info)
+    assert f"numpy {numpy.__version__}" in line and info["cpu"] in line
+    assert _runtime_line({}) == ""
