@@ -1,7 +1,7 @@
 """``ialp demo``: the whole system on one machine with nothing but the install.
 
 1. Builds the environment (the user model is trained once and cached).
-2. Pre-trains the iALP policy πθ with the offline judge unless a checkpoint exists.
+2. Pre-trains the iALP policy πθ with the dataset's default judge unless a checkpoint exists.
 3. Starts an embedded redis-server, the API (``ialp serve``) and the online trainer
    (``ialp trainer``, scheme A-iALP_ap) as child processes.
 4. Replays simulated users against the API (``ialp simulate``) for a few rounds and prints
@@ -98,9 +98,9 @@ def _ensure_checkpoint(args: argparse.Namespace) -> Path:
     if ckpt.exists():
         print(f"Using the iALP checkpoint {ckpt} (delete {run_dir} to pre-train again).")
         return ckpt
-    print(f"Pre-training the iALP policy on {args.env} with the offline judge → {run_dir}")
+    print(f"Pre-training the iALP policy on {args.env} with its default judge → {run_dir}")
     code = subprocess.call([sys.executable, "-m", "ialp", "pretrain", "--env", args.env,
-                            "--judge", "embedding", "--seed", str(args.seed),
+                            "--seed", str(args.seed),
                             "--epochs", str(args.pretrain_epochs), "--out", str(run_dir)])
     if code != 0 or not ckpt.exists():
         raise SystemExit(f"pre-training failed (exit {code})")

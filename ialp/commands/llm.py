@@ -41,14 +41,23 @@ def add_judge_arguments(p: argparse.ArgumentParser) -> None:
     judge_arguments(p)
 
 
-def judge_from_args(args: argparse.Namespace, env: str, item_text: Any) -> Any:
-    """Build the judge chosen by :func:`add_judge_arguments` for dataset ``env``."""
+def judge_from_args(args: argparse.Namespace, env: str, item_text: Any,
+                    logs: Any | None = None) -> Any:
+    """Build the judge chosen by :func:`add_judge_arguments` for dataset ``env``.
+    ``logs``: the training users' sequences for ``--judge cooc`` (default: read from the
+    dataset's training environment)."""
     spec = JudgeSpec.from_namespace(args)
+    if spec.judge == "cooc" and logs is None:
+        from simulator_client.envs.by_name import make_env
+        from simulator_client.item_features import training_logs
+
+        logs = training_logs(make_env(env, "train", progress=False))
     try:
-        judge = spec.build(env, item_text)
+        judge = spec.build(env, item_text, logs)
     except JudgeSpecError as exc:
         raise SystemExit(str(exc)) from None
-    args.threshold = spec.threshold  # the dataset default it resolved, for reports
+    # The dataset defaults it resolved, for reports.
+    args.judge, args.threshold, args.cooc_window = spec.judge, spec.threshold, spec.cooc_window
     return judge
 
 

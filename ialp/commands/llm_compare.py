@@ -6,7 +6,8 @@ policy* in the test environment (each step it picks among k items drawn uniforml
 those not in the user's history; None → a random candidate), mean ± 95 % interval over the
 episodes. Every judge gets the same cases, the same episodes and the same seed.
 
-Judges: ``random``, ``popular`` (training-log counts), ``embedding`` (MiniLM), a packaged
+Judges: ``random``, ``popular`` (training-log counts), ``cooc`` (what followed the user's
+recent items in the training logs, smoothed by popularity), ``embedding`` (MiniLM), a packaged
 language model by name (``smollm2``, ``gemma3-270m``) or a model folder, each optionally
 ``+ADAPTER`` (a LoRA adapter folder from ``ialp llm tune``). Replies are not cached: the
 decisions per second are the backend's own.
@@ -45,17 +46,23 @@ def register(llm_sub: argparse._SubParsersAction) -> None:
     cmp.set_defaults(func=_compare)
 
 
-def _build(name: str, env: str, texts: Any, counts: Any, args: argparse.Namespace) -> Any:
+def _build(name: str, env: str, texts: Any, logs: Any, args: argparse.Namespace) -> Any:
+    from policy.item_features import item_counts
     from policy.judge.prompt import PromptBuilder, load_scenario
     from policy.judge.reference import PopularJudge, RandomJudge
 
     base, _, adapter = name.partition("+")
+    if base == "cooc":
+        if adapter:
+            raise SystemExit(f"judge {name!r}: cooc takes no adapter")
+        return JudgeSpec(judge="cooc").build(env, texts, logs)
     if base in ("random", "popular"):
         if adapter:
             raise SystemExit(f"judge {name!r}: {base} takes no adapter")
         builder = PromptBuilder(texts, load_scenario(env))
-        return (RandomJudge(builder, seed=args.seed) if base == "random"
-                else PopularJudge(builder, counts))
+        if base == "random":
+            return RandomJudge(builder, seed=args.seed)
+        return PopularJudge(builder, item_counts(logs, len(texts)))
     # No reply cache: every judge is timed on fresh answers.
     if base == "embedding":
         spec = JudgeSpec(judge="embedding", no_cache=True)
@@ -67,7 +74,6 @@ def _build(name: str, env: str, texts: Any, counts: Any, args: argparse.Namespac
 
 def _compare(args: argparse.Namespace) -> int:
     from ialp.commands.judge_cases import JudgePolicy, build_cases
-    from policy.item_features import item_counts
     from policy.judge.evaluate import evaluate_judge
     from simulator_client.envs.by_name import make_env
     from simulator_client.evaluation import evaluate
@@ -79,10 +85,10 @@ def _compare(args: argparse.Namespace) -> int:
     texts, cases = build_cases(args.env, "test", args.cases, k=args.k, seed=args.seed)
     test_env = make_env(args.env, "test", progress=False)
     train_env = make_env(args.env, "train", progress=False)
-    counts = item_counts(training_logs(train_env), train_env.num_items)
+    logs = training_logs(train_env)
     rows, results = [], []
     for name in names:
-        judge = _build(name, args.env, texts, counts, args)
+        judge = _build(name, args.env, texts, logs, args)
         started = time.perf_counter()
         try:
             hit = evaluate_judge(judge, cases, batch_size=16, progress=not args.json)

@@ -148,13 +148,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from policy.catalogue import CATALOGUE_FILE, Catalogue
     from policy.checkpoint import init_policy
+    from policy.judge.spec import default_pretrain_judge
     from simulator_client.envs.by_name import make_env
     from simulator_client.experiments import (
         ExperimentConfig,
         item_feature_config,
         policy_config_for,
     )
-    from simulator_client.item_features import features_for
+    from simulator_client.item_features import features_for, training_logs
     from trainer.learners import make_learner
     from trainer.pretrain import PretrainConfig, StartState, pretrain_ialp, save_pretrain
 
@@ -176,7 +177,9 @@ def _run(args: argparse.Namespace) -> int:
     ))
     if env.item_text is None:
         raise SystemExit(f"environment {args.env!r} has no item texts for the judge")
-    judge = judge_from_args(args, args.env, env.item_text)
+    if args.judge is None:  # the dataset's measured best (docs/judge.md)
+        args.judge = default_pretrain_judge(args.env)
+    judge = judge_from_args(args, args.env, env.item_text, training_logs(env))
     config = PretrainConfig(
         epochs=args.epochs, horizon=args.horizon, k=args.k, num_parallel=args.num_parallel,
         candidates=args.candidates, unparseable=args.unparseable, batch_size=args.batch_size,

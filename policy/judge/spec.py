@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,6 +19,22 @@ from policy.judge.base import BaseJudge
 
 JUDGE_ENVS = ("coat", "lfm", "industry")
 """Datasets with built-in scenarios."""
+
+JUDGE_BACKENDS = ("embedding", "cooc", "hf", "openai")
+"""Judge backends a spec can build."""
+
+DEFAULT_PRETRAIN_JUDGES = {"coat": "embedding", "lfm": "cooc", "industry": "cooc"}
+"""The judge ``ialp pretrain`` and the experiments pre-train θ with when none is named: per
+dataset, the judge with the highest Return as a policy in ``ialp llm compare`` (docs/judge.md,
+"Which judge pre-trains θ"). No language model available offline measures above these."""
+
+UNORDERED_LOGS = ("coat",)
+"""Datasets whose logs are sets, not sequences (the ``cooc`` judge counts every pair)."""
+
+
+def default_pretrain_judge(env: str) -> str:
+    """The backend that pre-trains θ on dataset ``env`` unless another is named."""
+    return DEFAULT_PRETRAIN_JUDGES.get(env, "embedding")
 
 
 class JudgeSpecError(ValueError):
@@ -29,7 +46,9 @@ class JudgeSpec:
     """Backend and options of a preference judge."""
 
     judge: str = "embedding"
-    """Backend: ``embedding`` (the offline sentence-encoder judge), ``hf`` or ``openai``."""
+    """Backend: ``embedding`` (the offline sentence-encoder judge), ``cooc`` (what followed
+    the user's recent items in the training logs, no language model), ``hf`` or
+    ``openai``."""
     template: str | None = None
     """Prompt template file (default: Table 1 of the paper)."""
     scenario: str | None = None
@@ -42,6 +61,9 @@ class JudgeSpec:
     """Reply cache file (default: ``<cache dir>/judge/answers.sqlite``)."""
     threshold: float | None = None
     """embedding: answer None below this cosine similarity (default: per dataset)."""
+    cooc_window: int | None = None
+    """cooc: positions after an item that count as following it (default: 3; 0 = every
+    item of the same user, the default for datasets whose logs have no order)."""
     history_mode: str = "mean"
     """embedding: user = mean of item embeddings (``mean``) or the history text (``text``)."""
     model_path: str | None = None
@@ -77,8 +99,12 @@ class JudgeSpec:
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> JudgeSpec:
-        """The spec held by parsed :func:`judge_arguments` options."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+        """The spec held by parsed :func:`judge_arguments` options (no ``--judge``: the
+        embedding judge)."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        if values.get("judge") is None:
+            values["judge"] = "embedding"
+        return cls(**values)
 
     @classmethod
     def parse(cls, options: str) -> JudgeSpec:
@@ -98,17 +124,34 @@ class JudgeSpec:
         if self.judge == "embedding":
             return (f"embedding (all-MiniLM-L6-v2, threshold {self.threshold}, "
                     f"{self.history_mode})")
+        if self.judge == "cooc":
+            return f"cooc (training logs, window {self.cooc_window})"
         if self.judge == "hf":
             adapter = f" + {self.adapter}" if self.adapter else ""
             order = ", one order" if self.no_debias else ""
             return f"hf ({self.model_path}{adapter}, {self.scoring}{order})"
         return f"openai ({self.model} at {self.base_url})"
 
-    def build(self, env: str, item_text: Any) -> BaseJudge:
+    def build(self, env: str, item_text: Any, logs: Sequence[Any] | None = None) -> BaseJudge:
         """The judge for dataset ``env`` whose items read ``item_text``. Fills in the
-        dataset's default embedding threshold (so :meth:`label` reports it)."""
+        dataset's default embedding threshold and cooc window (so :meth:`label` reports
+        them). ``logs``: the training users' interaction sequences (``cooc`` needs them;
+        never a test user's)."""
         from policy.judge import AnswerCache, PromptConfig, make_judge
 
+        if self.judge == "cooc":
+            from policy.judge.prompt import PromptBuilder, load_scenario
+            from policy.judge.reference import CooccurrenceJudge
+
+            if logs is None:
+                raise JudgeSpecError("--judge cooc needs the training logs; this command "
+                                     "does not provide them")
+            if self.cooc_window is None:
+                self.cooc_window = 0 if env in UNORDERED_LOGS else 3
+            return CooccurrenceJudge(
+                PromptBuilder(item_text, load_scenario(self.scenario or env),
+                              config=PromptConfig(max_history=self.max_history)),
+                logs, len(item_text), window=self.cooc_window, max_history=self.max_history)
         scenario = self.scenario or env
         if self.scenario is None and env not in JUDGE_ENVS:
             raise JudgeSpecError(f"environment {env!r} has no built-in scenario: pass "
@@ -138,8 +181,8 @@ class JudgeSpec:
                        "concurrency": self.concurrency, "timeout_s": self.timeout,
                        "max_retries": self.retries}
         else:
-            raise JudgeSpecError(f"unknown judge backend {self.judge!r}: embedding, hf or "
-                                 "openai")
+            raise JudgeSpecError(f"unknown judge backend {self.judge!r}: "
+                                 f"{', '.join(JUDGE_BACKENDS)}")
         judge: BaseJudge = make_judge(
             self.judge, item_text=item_text, scenario=scenario, template=self.template,
             prompt_config=PromptConfig(max_history=self.max_history), cache=cache, **options)
@@ -149,8 +192,9 @@ class JudgeSpec:
 def judge_arguments(p: argparse.ArgumentParser) -> None:
     """The options that choose and configure a judge (one per :class:`JudgeSpec` field)."""
     g = p.add_argument_group("judge")
-    g.add_argument("--judge", choices=["embedding", "hf", "openai"], default="embedding",
-                   help="backend (default: embedding, the offline sentence-encoder judge)")
+    g.add_argument("--judge", choices=list(JUDGE_BACKENDS), default=None,
+                   help="backend (default: embedding, the offline sentence-encoder judge; "
+                   "ialp pretrain: the dataset's measured best, docs/judge.md)")
     g.add_argument("--template", help="prompt template file (default: Table 1 of the paper)")
     g.add_argument("--scenario", help="scenario name or JSON file (default: the env's)")
     g.add_argument("--max-history", type=int, default=20,
@@ -161,6 +205,9 @@ def judge_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=float,
                    help="embedding: answer None below this cosine similarity (default: "
                    "per dataset, coat 0.80, lfm 0.40, industry 0.50; see docs/judge.md)")
+    g.add_argument("--cooc-window", type=int,
+                   help="cooc: positions after an item that count as following it (default "
+                   "3; 0 = every item of the same user, the default on coat)")
     g.add_argument("--history-mode", choices=["mean", "text"], default="mean",
                    help="embedding: user = mean of item embeddings, or the history text")
     g.add_argument("--model-path", help="hf: local model folder, or a packaged model: "

@@ -41,6 +41,7 @@ from policy.checkpoint import init_policy, load_checkpoint
 from policy.config import PolicyConfig
 from policy.exploration import STRATEGIES, ExplorationConfig
 from policy.item_features import ItemFeatures
+from policy.judge.spec import default_pretrain_judge
 from policy.mixed import MixedPolicy
 from simulator_client.envs.base import RecBatchEnv
 from simulator_client.experiments.cached import cache_folder, write_atomically
@@ -139,10 +140,26 @@ def theta_cache_path(env_name: str, seed: int, policy_config: PolicyConfig,
 
     ident_doc: dict[str, Any] = {"env": env_name, "seed": seed,
                                  "policy": policy_config.to_dict(), "pretrain": pretrain,
-                                 "judge": "embedding",
+                                 "judge": pretrain.get("judge", default_pretrain_judge(env_name)),
                                  # A change of Algorithm 1's defaults is a new θ.
                                  "defaults": asdict(PretrainConfig())}
     return cache_folder("ialp-theta", env_name, ident_doc, item_features)
+
+
+def pretrain_judge(name: str, train_env: RecBatchEnv, env_name: str, *,
+                   threshold: float | None = None) -> Any:
+    """The judge of pre-training setting ``judge`` (a :class:`policy.judge.spec.JudgeSpec`
+    backend without options: ``embedding``, ``cooc``; the cooc judge counts the training
+    environment's logs)."""
+    from policy.judge.spec import JudgeSpec, JudgeSpecError
+    from simulator_client.item_features import training_logs
+
+    logs = training_logs(train_env) if name == "cooc" else None
+    try:
+        return JudgeSpec(judge=name, threshold=threshold).build(env_name, train_env.item_text,
+                                                                logs)
+    except JudgeSpecError as exc:
+        raise ValueError(f"iALP pre-training judge {name!r}: {exc}") from exc
 
 
 def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyConfig,
@@ -155,14 +172,15 @@ def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyC
     ckpt = out / "policy"
     if ckpt.exists():
         return ckpt
-    from policy.judge import make_judge
     from policy.judge.embedding import DEFAULT_THRESHOLDS
+    from policy.judge.spec import default_pretrain_judge
     from trainer.pretrain import PretrainConfig, StartState, pretrain_ialp, save_pretrain
 
     if train_env.item_text is None:
         raise ValueError(f"environment {env_name!r} has no item texts for the judge")
     opts = dict(pretrain)
     n_users = int(opts.pop("users", 0))
+    judge_name = str(opts.pop("judge", default_pretrain_judge(env_name)))
     threshold = float(opts.pop("threshold", DEFAULT_THRESHOLDS.get(env_name, 0.5)))
     users = train_env.users
     if 0 < n_users < len(users):
@@ -170,8 +188,7 @@ def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyC
     obs = train_env.reset(users)
     starts = [StartState(int(obs.user_ids[i]), obs.row(i).history) for i in range(len(obs))]
     cfg = PretrainConfig(seed=seed, **opts)
-    judge = make_judge("embedding", item_text=train_env.item_text, scenario=env_name,
-                       threshold=threshold)
+    judge = pretrain_judge(judge_name, train_env, env_name, threshold=threshold)
     log.info("pre-training πθ on %s (seed %d) into %s", env_name, seed, out)
     learner = None
     if item_features is not None:
