@@ -98,7 +98,7 @@ def _ensure_checkpoint(args: argparse.Namespace) -> Path:
     if ckpt.exists():
         print(f"Using the iALP checkpoint {ckpt} (delete {run_dir} to pre-train again).")
         return ckpt
-    print(f"Pre-training the iALP policy on {args.env} with its default judge → {run_dir}")
+    print(f"Pre-training the iALP policy on {args.env} with the offline judge → {run_dir}")
     code = subprocess.call([sys.executable, "-m", "ialp", "pretrain", "--env", args.env,
                             "--seed", str(args.seed),
                             "--epochs", str(args.pretrain_epochs), "--out", str(run_dir)])
