@@ -139,6 +139,10 @@ class JudgeSpec:
         never a test user's)."""
         from policy.judge import AnswerCache, PromptConfig, make_judge
 
+        scenario = self.scenario or env
+        if self.scenario is None and env not in JUDGE_ENVS:
+            raise JudgeSpecError(f"environment {env!r} has no built-in scenario: pass "
+                                 "--scenario FILE")
         if self.judge == "cooc":
             from policy.judge.prompt import PromptBuilder, load_scenario
             from policy.judge.reference import CooccurrenceJudge
@@ -149,13 +153,9 @@ class JudgeSpec:
             if self.cooc_window is None:
                 self.cooc_window = 0 if env in UNORDERED_LOGS else 3
             return CooccurrenceJudge(
-                PromptBuilder(item_text, load_scenario(self.scenario or env),
+                PromptBuilder(item_text, load_scenario(scenario),
                               config=PromptConfig(max_history=self.max_history)),
                 logs, len(item_text), window=self.cooc_window, max_history=self.max_history)
-        scenario = self.scenario or env
-        if self.scenario is None and env not in JUDGE_ENVS:
-            raise JudgeSpecError(f"environment {env!r} has no built-in scenario: pass "
-                                 "--scenario FILE")
         cache: Any = False if self.no_cache else (
             AnswerCache(self.cache_path) if self.cache_path else True)
         options: dict[str, Any]

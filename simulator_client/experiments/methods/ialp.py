@@ -19,10 +19,11 @@ for every iALP method at once under the key ``"ialp"``):
 
 * ``"checkpoint": PATH``: a checkpoint written by ``ialp pretrain`` (its network shape
   must be the experiment's);
-* otherwise πθ is pre-trained here with Algorithm 1 (``trainer.pretrain``) and the offline
-  embedding judge, with the settings under ``"pretrain"`` (fields of
-  :class:`trainer.pretrain.PretrainConfig`, plus ``users``: how many training users to
-  start from, 0 = all, and ``threshold`` of the judge), and cached under
+* otherwise πθ is pre-trained here with Algorithm 1 (``trainer.pretrain``) and the
+  dataset's default offline judge (``policy.judge.spec.DEFAULT_PRETRAIN_JUDGES``), with the
+  settings under ``"pretrain"`` (fields of :class:`trainer.pretrain.PretrainConfig`, plus
+  ``users``: how many training users to start from, 0 = all, ``judge``: ``embedding`` or
+  ``cooc``, and ``threshold`` of the embedding judge), and cached under
   ``<cache dir>/ialp-theta/<env>-<key>/`` where the key hashes the environment, the seed,
   the network shape and these settings. Later runs load it instead of pre-training again.
 """
@@ -138,8 +139,10 @@ def theta_cache_path(env_name: str, seed: int, policy_config: PolicyConfig,
     """Folder of the cached πθ for these settings (``.../policy`` is the checkpoint)."""
     from trainer.pretrain import PretrainConfig
 
+    # Naming the default judge is the same θ as not naming it.
+    settings = {k: v for k, v in pretrain.items() if k != "judge"}
     ident_doc: dict[str, Any] = {"env": env_name, "seed": seed,
-                                 "policy": policy_config.to_dict(), "pretrain": pretrain,
+                                 "policy": policy_config.to_dict(), "pretrain": settings,
                                  "judge": pretrain.get("judge", default_pretrain_judge(env_name)),
                                  # A change of Algorithm 1's defaults is a new θ.
                                  "defaults": asdict(PretrainConfig())}
@@ -165,7 +168,7 @@ def pretrain_judge(name: str, train_env: RecBatchEnv, env_name: str, *,
 def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyConfig,
                    seed: int, pretrain: dict[str, Any], *, progress: bool = True,
                    item_features: ItemFeatures | None = None) -> Path:
-    """Pre-train πθ with Algorithm 1 and the embedding judge (or find it in the cache);
+    """Pre-train πθ with Algorithm 1 and the configured judge (or find it in the cache);
     returns the checkpoint folder. ``item_features`` fill the item table of a network
     with ``policy_config.item_features`` > 0 before pre-training."""
     out = theta_cache_path(env_name, seed, policy_config, pretrain, item_features)
