@@ -219,8 +219,12 @@ def tune_lora(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
+    from policy.judge.packaged import PACKAGED
+
     record = {
-        "base_model": str(Path(model_path).resolve()),
+        # A packaged model by name ("smollm2"), else the folder it was loaded from.
+        "base_model": (str(model_path) if str(model_path) in PACKAGED
+                       else str(Path(model_path).resolve())),
         "config": asdict(config),
         "examples": result.examples,
         "truncated": result.truncated,
