@@ -179,7 +179,8 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit(f"environment {args.env!r} has no item texts for the judge")
     if args.judge is None:  # the dataset's measured best (docs/judge.md)
         args.judge = default_pretrain_judge(args.env)
-    judge = judge_from_args(args, args.env, env.item_text, training_logs(env))
+    judge = judge_from_args(args, args.env, env.item_text,
+                            training_logs(env) if args.judge == "cooc" else None)
     config = PretrainConfig(
         epochs=args.epochs, horizon=args.horizon, k=args.k, num_parallel=args.num_parallel,
         candidates=args.candidates, unparseable=args.unparseable, batch_size=args.batch_size,

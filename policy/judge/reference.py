@@ -120,14 +120,12 @@ class CooccurrenceJudge(BaseJudge):
         hist = np.asarray(list(history)[-self.max_history:], dtype=np.int64)
         hist = hist[(hist >= 0) & (hist < self.num_items)]
         follow = np.zeros(len(cand))
-        if len(hist):
+        if len(hist) and len(self._keys):
             w = self.recency ** np.arange(len(hist) - 1, -1, -1, dtype=np.float64)  # [H]
             w /= w.sum()
             keys = (hist[:, None] * self.num_items + cand[None, :]).ravel()  # [H * k]
-            pos = np.searchsorted(self._keys, keys)
-            pos = np.minimum(pos, max(len(self._keys) - 1, 0))
-            found = (self._keys[pos] == keys) if len(self._keys) else np.zeros(len(keys), bool)
-            n = np.where(found, self._pair_counts[pos] if len(self._keys) else 0, 0.0)
+            pos = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+            n = np.where(self._keys[pos] == keys, self._pair_counts[pos], 0.0)
             n = n.reshape(len(hist), len(cand))  # [H, k]
             share = n / np.maximum(self._out[hist], 1.0)[:, None]
             follow = w @ share  # [k]

@@ -25,8 +25,9 @@ JUDGE_BACKENDS = ("embedding", "cooc", "hf", "openai")
 
 DEFAULT_PRETRAIN_JUDGES = {"coat": "embedding", "lfm": "cooc", "industry": "cooc"}
 """The judge ``ialp pretrain`` and the experiments pre-train θ with when none is named: per
-dataset, the judge with the highest Return as a policy in ``ialp llm compare`` (docs/judge.md,
-"Which judge pre-trains θ"). No language model available offline measures above these."""
+dataset, the judge with the highest hit@1 in ``ialp llm compare`` among those that return
+more than random as a policy (docs/judge.md, "Which judge pre-trains θ"). No language
+model available offline measures above these."""
 
 UNORDERED_LOGS = ("coat",)
 """Datasets whose logs are sets, not sequences (the ``cooc`` judge counts every pair)."""

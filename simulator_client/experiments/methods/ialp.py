@@ -175,8 +175,6 @@ def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyC
     ckpt = out / "policy"
     if ckpt.exists():
         return ckpt
-    from policy.judge.embedding import DEFAULT_THRESHOLDS
-    from policy.judge.spec import default_pretrain_judge
     from trainer.pretrain import PretrainConfig, StartState, pretrain_ialp, save_pretrain
 
     if train_env.item_text is None:
@@ -184,14 +182,15 @@ def pretrain_theta(train_env: RecBatchEnv, env_name: str, policy_config: PolicyC
     opts = dict(pretrain)
     n_users = int(opts.pop("users", 0))
     judge_name = str(opts.pop("judge", default_pretrain_judge(env_name)))
-    threshold = float(opts.pop("threshold", DEFAULT_THRESHOLDS.get(env_name, 0.5)))
+    threshold = opts.pop("threshold", None)  # None: the dataset's default (JudgeSpec)
     users = train_env.users
     if 0 < n_users < len(users):
         users = np.sort(np.random.default_rng(seed).choice(users, n_users, replace=False))
     obs = train_env.reset(users)
     starts = [StartState(int(obs.user_ids[i]), obs.row(i).history) for i in range(len(obs))]
     cfg = PretrainConfig(seed=seed, **opts)
-    judge = pretrain_judge(judge_name, train_env, env_name, threshold=threshold)
+    judge = pretrain_judge(judge_name, train_env, env_name,
+                           threshold=None if threshold is None else float(threshold))
     log.info("pre-training πθ on %s (seed %d) into %s", env_name, seed, out)
     learner = None
     if item_features is not None:
